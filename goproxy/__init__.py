@@ -1,0 +1,3 @@
+"""goproxy: a caching Go module proxy."""
+
+__version__ = "0.1.0"

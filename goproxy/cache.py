@@ -1,0 +1,125 @@
+"""On-disk cache: paths under the root, atomic writes, reads, deletes that never race a reader."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from .errors import BadRequest, StorageError
+
+# Suffixes of in-progress files; never served, never adopted as artifacts.
+PARTIAL_SUFFIXES = (".part", ".tmp", ".state", ".del")
+
+# errnos that mean the disk refused a write, as opposed to a failed upstream read.
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO, errno.EACCES}
+
+
+class Cache:
+    """Cache stores artifacts under root at their escaped URL path ("mod/@v/v1.0.0.zip")."""
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+
+    def path(self, key: str) -> str:
+        """path returns the absolute file path of key; raises BadRequest if it leaves the root."""
+        if not key or "\x00" in key or key.startswith("/") or "\\" in key:
+            raise BadRequest(f"invalid cache key {key!r}")
+        full = os.path.normpath(os.path.join(self.root, key))
+        if not full.startswith(self.root + os.sep):
+            raise BadRequest(f"path {key!r} escapes the cache")
+        return full
+
+    def open(self, key: str) -> tuple[BinaryIO, os.stat_result] | None:
+        """open returns the committed file for key with its stat, or None when absent."""
+        try:
+            f = open(self.path(key), "rb")  # noqa: SIM115 - the caller owns the file
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        return f, os.fstat(f.fileno())
+
+    def stat(self, key: str) -> os.stat_result | None:
+        """stat returns the committed file's stat for key, or None when absent."""
+        try:
+            return os.stat(self.path(key))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def read(self, key: str) -> bytes | None:
+        """read returns the whole committed file for key, or None when absent."""
+        opened = self.open(key)
+        if opened is None:
+            return None
+        with opened[0] as f:
+            return f.read()
+
+    @contextlib.contextmanager
+    def writer(self, key: str, mtime: float | None = None) -> Iterator[BinaryIO]:
+        """writer yields a temp file beside key; on clean exit it is fsynced and renamed into place.
+
+        mtime, when given, is stamped on the committed file (the fetch time freshness is judged by).
+        On an exception the temp file is removed and nothing appears under key. Raises StorageError
+        when the disk refuses the write.
+        """
+        final = self.path(key)
+        tmp = f"{final}.{secrets.token_hex(4)}.part"
+        f = self._create(key, tmp)
+        try:
+            try:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            finally:
+                f.close()
+            os.chmod(tmp, 0o644)
+            if mtime is not None:
+                os.utime(tmp, (mtime, mtime))
+            os.replace(tmp, final)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
+                raise _storage_error(key, exc) from exc
+            raise
+
+    def _create(self, key: str, tmp: str) -> BinaryIO:
+        """_create opens tmp for writing, making its directory (again, if cleanup pruned it meanwhile)."""
+        for attempt in range(3):
+            try:
+                os.makedirs(os.path.dirname(tmp), mode=0o755, exist_ok=True)
+                return open(tmp, "wb")  # noqa: SIM115 - the caller closes it
+            except FileNotFoundError as exc:
+                if attempt == 2:
+                    raise _storage_error(key, exc) from exc
+            except OSError as exc:
+                raise _storage_error(key, exc) from exc
+        raise AssertionError("unreachable")
+
+    def write(self, key: str, data: bytes, mtime: float | None = None) -> None:
+        """write atomically stores data under key; raises StorageError."""
+        with self.writer(key, mtime) as f:
+            f.write(data)
+
+    def touch(self, key: str, mtime: float) -> None:
+        """touch stamps mtime on key's file (a refresh that found the content unchanged)."""
+        with contextlib.suppress(OSError):
+            os.utime(self.path(key), (mtime, mtime))
+
+    def delete(self, key: str) -> bool:
+        """delete removes key by renaming it aside first, so open readers keep their file; True if removed."""
+        final = self.path(key)
+        aside = f"{final}.{secrets.token_hex(4)}.del"
+        try:
+            os.rename(final, aside)
+        except FileNotFoundError:
+            return False
+        os.unlink(aside)
+        return True
+
+
+def _storage_error(key: str, exc: OSError) -> StorageError:
+    reason = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else exc.strerror
+    return StorageError(f"cannot write {key} to the cache: {reason}")

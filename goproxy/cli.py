@@ -1,0 +1,178 @@
+"""Command line: Go-style flags, config layering, logging set-up, building the server, start/stop."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from . import __version__
+from . import config as cfg
+from .cache import Cache
+from .config import Config
+from .errors import ConfigError
+from .server import ProxyServer
+from .service import Service
+from .transport import Transport, mask_url
+from .upstream import Upstream, Upstreams
+
+log = logging.getLogger("goproxy")
+
+# Subcommands: name → function(args, environ) returning an exit status. Filled by later modules.
+SUBCOMMANDS: dict[str, Callable[[list[str], Mapping[str, str]], int]] = {}
+
+
+def parse_flags(args: Sequence[str],
+                booleans: frozenset[str] = frozenset()) -> tuple[dict[str, str], list[str]]:
+    """parse_flags reads Go-style flags (-port 3000, -port=3000, --port 3000) up to the first
+    non-flag or "--"; returns (flags, remaining args). Flags named in booleans take no value.
+    Raises ConfigError for a flag missing its value."""
+    flags: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            i += 1
+            break
+        if not arg.startswith("-") or arg == "-":
+            break
+        name = arg.lstrip("-")
+        if arg.startswith("---") or not name:
+            raise ConfigError(f"bad flag syntax: {arg}")
+        if "=" in name:
+            name, value = name.split("=", 1)
+        elif name in booleans:
+            value = "true"
+        elif i + 1 < len(args):
+            i += 1
+            value = args[i]
+        else:
+            raise ConfigError(f"flag -{name}: needs a value")
+        flags[name] = value
+        i += 1
+    return flags, list(args[i:])
+
+
+def usage() -> str:
+    """usage is the -h text: every flag with its environment variable and default."""
+    lines = ["Usage: goproxy [flags]", "       goproxy " + " | ".join(sorted(SUBCOMMANDS)) + " [flags]"
+             if SUBCOMMANDS else "", "", "Flags:"]
+    defaults = Config()
+    for opt in cfg.OPTIONS:
+        if not opt.flag:
+            continue
+        default = getattr(defaults, opt.field)
+        if isinstance(default, tuple):
+            default = ",".join(default)
+        elif isinstance(default, float):
+            default = cfg.format_duration(default)
+        env = f" (env {opt.env})" if opt.env else ""
+        lines.append(f"  -{opt.flag} value\n        {opt.help}{env} (default {default!r})")
+    lines.append(f"  -{cfg.CONFIG_FLAG} file\n        YAML or JSON config file (env {cfg.CONFIG_ENV})")
+    lines.append("  -version\n        print the version and exit")
+    return "\n".join(line for line in lines if line is not None) + "\n"
+
+
+def load_config(flags: Mapping[str, str], environ: Mapping[str, str]) -> Config:
+    """load_config layers defaults → config file → environment → flags; raises ConfigError."""
+    env = cfg.environment(environ)
+    flags = dict(flags)
+    path = flags.pop(cfg.CONFIG_FLAG, None) or env.get(cfg.CONFIG_ENV)
+    data = cfg.load_file(path) if path else None
+    return cfg.build(data, env, flags, file_name=f"config file {path}" if path else "config file")
+
+
+def setup_logging(level: str) -> None:
+    """setup_logging sends log records to stderr with timestamps; the only place handlers are set."""
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def build_server(config: Config, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep) -> ProxyServer:
+    """build_server wires cache, transport, upstreams and service into a bound (not yet serving)
+    server. clock and sleep are injectable for tests."""
+    cache = Cache(config.cache_dir)
+    os.makedirs(cache.root, mode=0o755, exist_ok=True)
+    transport = Transport()
+    private = [(p.pattern, Upstream(p.url, p.headers())) for p in config.private_upstreams]
+    upstreams = Upstreams([Upstream(u) for u in config.upstreams], transport,
+                          attempts=config.retry_attempts, backoff=config.retry_backoff,
+                          sleep=sleep, private=private)
+    service = Service(config, cache, upstreams, clock=clock)
+    return ProxyServer(config, service)
+
+
+def log_startup(config: Config, server: ProxyServer) -> None:
+    """log_startup states the configuration the proxy runs with (secrets masked)."""
+    log.info("goproxy %s starting", __version__)
+    log.info("listening on %s:%d", config.host or "0.0.0.0", server.port)
+    log.info("cache directory: %s", os.path.abspath(config.cache_dir))
+    log.info("upstreams: %s", ", ".join(mask_url(u) for u in config.upstreams))
+    log.info("list TTL: %s; not-found TTL: %s", cfg.format_duration(config.list_ttl),
+             cfg.format_duration(config.not_found_ttl))
+    log.info("checksum databases proxied: %s", ", ".join(config.sumdbs) or "none")
+    for p in config.private_upstreams:
+        auth = f" with {p.auth_type} auth" if p.auth_type else ""
+        log.info("private modules %s → %s%s", p.pattern, mask_url(p.url), auth)
+
+
+def serve(config: Config) -> int:
+    """serve runs the proxy until SIGINT or SIGTERM, then drains and returns 0."""
+    try:
+        server = build_server(config)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", config.host or "0.0.0.0", config.port, exc.strerror)
+        return 1
+    log_startup(config, server)
+    print(f"Set GOPROXY=http://localhost:{server.port},direct", file=sys.stderr, flush=True)
+    stopper: list[threading.Thread] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if stopper:
+            return
+        log.info("received %s; shutting down", signal.Signals(signum).name)
+        # shutdown() blocks until serve_forever returns, so it must run off the serving thread.
+        t = threading.Thread(target=server.stop, name="goproxy-stop")
+        stopper.append(t)
+        t.start()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    server.serve_forever(0.1)
+    if stopper:
+        stopper[0].join()
+    log.info("goproxy stopped")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """main is the program entry: subcommands, -h, -version, or serving; returns the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    env = os.environ if environ is None else environ
+    if args and args[0] in SUBCOMMANDS:
+        return SUBCOMMANDS[args[0]](args[1:], env)
+    try:
+        flags, rest = parse_flags(args, booleans=frozenset({"h", "help", "version"}))
+        if {"h", "help"} & flags.keys():
+            sys.stdout.write(usage())
+            return 0
+        if "version" in flags:
+            print(f"goproxy {__version__}")
+            return 0
+        if rest:
+            raise ConfigError(f"unexpected argument {rest[0]!r} (flags start with -; see -h)")
+        config = load_config(flags, env)
+    except ConfigError as exc:
+        print(f"goproxy: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_level)
+    return serve(config)

@@ -1,0 +1,71 @@
+"""The one exception hierarchy: each error knows the HTTP status it maps to."""
+
+from __future__ import annotations
+
+
+class ProxyError(Exception):
+    """ProxyError is the base of every error that becomes an HTTP response; status 500."""
+
+    status = 500
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
+    @property
+    def message(self) -> str:
+        """message is the one-line text body sent to the client."""
+        return str(self)
+
+
+class BadRequest(ProxyError):
+    """BadRequest is a malformed path, module path or version; status 400."""
+
+    status = 400
+
+
+class NotFound(ProxyError):
+    """NotFound is a missing artifact; status 404, or 410 when upstream said gone."""
+
+    status = 404
+
+
+class MethodNotAllowed(ProxyError):
+    """MethodNotAllowed is any method but GET and HEAD; status 405."""
+
+    status = 405
+
+
+class Unavailable(ProxyError):
+    """Unavailable means the server is at its connection cap or shutting down; status 503."""
+
+    status = 503
+
+
+class UpstreamError(ProxyError):
+    """UpstreamError is a failed upstream fetch after retries and fallbacks; status 502."""
+
+    status = 502
+
+
+class TransientError(UpstreamError):
+    """TransientError is one failed upstream attempt worth retrying (5xx, 429, reset, timeout, short body)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ChecksumError(UpstreamError):
+    """ChecksumError is content that fails checksum verification; status 502, never cached."""
+
+
+class StorageError(ProxyError):
+    """StorageError is a failed cache write (disk full, permissions); status 507."""
+
+    status = 507
+
+
+class ConfigError(Exception):
+    """ConfigError is a bad option value or unknown key; the message names the key and the layer."""

@@ -1,0 +1,332 @@
+"""Module paths and versions: "!" case escaping, golang.org/x/mod/module rules, request parsing."""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from dataclasses import dataclass
+
+from .errors import BadRequest, NotFound
+
+_BAD_WINDOWS = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)),
+                *(f"lpt{i}" for i in range(1, 10))}
+_MOD_CHARS = re.compile(r"[A-Za-z0-9._~-]*")
+_FIRST_CHARS = re.compile(r"[a-z0-9.-]*")
+_FILE_CHARS = re.compile(r"[A-Za-z0-9!#$%&()+,\-.=@\[\]^_{}~ ]*")
+_TILDE_DIGITS = re.compile(r"~[0-9]+$")
+
+_NUM = r"0|[1-9][0-9]*"
+_IDENT = r"[0-9A-Za-z-]+"
+_SEMVER = re.compile(
+    rf"v(?P<major>{_NUM})(?:\.(?P<minor>{_NUM})(?:\.(?P<patch>{_NUM})"
+    rf"(?:-(?P<pre>{_IDENT}(?:\.{_IDENT})*))?(?:\+(?P<build>{_IDENT}(?:\.{_IDENT})*))?)?)?"
+)
+_MAX_PATH = 4096
+
+
+def _bad(what: str, value: str, why: str) -> BadRequest:
+    return BadRequest(f"invalid {what} {value!r}: {why}")
+
+
+def _check_elem(elem: str, file_kind: bool) -> str | None:
+    """_check_elem returns why elem is not a valid path element, or None."""
+    if not elem:
+        return "empty path element"
+    if elem.count(".") == len(elem):
+        return f"invalid path element {elem!r}"
+    if elem[0] == "." and not file_kind:
+        return "leading dot in path element"
+    if elem[-1] == ".":
+        return "trailing dot in path element"
+    if not (_FILE_CHARS if file_kind else _MOD_CHARS).fullmatch(elem):
+        return f"invalid char in path element {elem!r}"
+    short = elem.split(".", 1)[0]
+    if short.lower() in _BAD_WINDOWS:
+        return f"{short!r} disallowed as path element component on Windows"
+    if not file_kind and _TILDE_DIGITS.search(short):
+        return "trailing tilde and digits in path element"
+    return None
+
+
+def split_path_version(path: str) -> tuple[str, str, bool]:
+    """split_path_version splits "a.com/m/v2" into ("a.com/m", "/v2", True); ok is False if malformed."""
+    if path.startswith("gopkg.in/"):
+        i = len(path) - (len("-unstable") if path.endswith("-unstable") else 0)
+        while i > 0 and path[i - 1].isdigit():
+            i -= 1
+        if i <= 1 or path[i - 1] != "v" or path[i - 2] != ".":
+            return path, "", False
+        major = path[i - 2:]
+        if len(major) <= 2 or (major[2] == "0" and major != ".v0"):
+            return path, "", False
+        return path[:i - 2], major, True
+    i = len(path)
+    dot = False
+    while i > 0 and (path[i - 1].isdigit() or path[i - 1] == "."):
+        dot = dot or path[i - 1] == "."
+        i -= 1
+    if i <= 1 or i == len(path) or path[i - 1] != "v" or path[i - 2] != "/":
+        return path, "", True
+    major = path[i - 2:]
+    if dot or len(major) <= 2 or major[2] == "0" or major == "/v1":
+        return path, "", False
+    return path[:i - 2], major, True
+
+
+def check_path(path: str) -> None:
+    """check_path applies module.CheckPath; raises BadRequest naming the problem."""
+    if not path:
+        raise _bad("module path", path, "empty string")
+    if not path.isascii():
+        raise _bad("module path", path, "non-ASCII character")
+    if path[0] == "-":
+        raise _bad("module path", path, "leading dash")
+    if "//" in path:
+        raise _bad("module path", path, "double slash")
+    if path[0] == "/":
+        raise _bad("module path", path, "leading slash")
+    if path[-1] == "/":
+        raise _bad("module path", path, "trailing slash")
+    for elem in path.split("/"):
+        why = _check_elem(elem, file_kind=False)
+        if why:
+            raise _bad("module path", path, why)
+    first = path.split("/", 1)[0]
+    if "." not in first:
+        raise _bad("module path", path, "missing dot in first path element")
+    if not _FIRST_CHARS.fullmatch(first):
+        raise _bad("module path", path, "invalid char in first path element")
+    if not split_path_version(path)[2]:
+        raise _bad("module path", path, "invalid version suffix")
+
+
+def _escape(s: str) -> str:
+    return re.sub(r"[A-Z]", lambda m: "!" + m.group(0).lower(), s)
+
+
+def _unescape(s: str) -> str | None:
+    if not s.isascii() or re.search(r"[A-Z]|![^a-z]|!$", s):
+        return None
+    return re.sub(r"!([a-z])", lambda m: m.group(1).upper(), s)
+
+
+def escape_path(path: str) -> str:
+    """escape_path returns the case-escaped form ("github.com/!azure/x"); raises BadRequest."""
+    check_path(path)
+    return _escape(path)
+
+
+def unescape_path(escaped: str) -> str:
+    """unescape_path decodes the case-escaped form and checks the result; raises BadRequest."""
+    path = _unescape(escaped)
+    if path is None:
+        raise _bad("escaped module path", escaped, "upper case or misplaced '!'")
+    check_path(path)
+    return path
+
+
+def _check_version_elem(v: str) -> None:
+    why = _check_elem(v, file_kind=True)
+    if why or "!" in v:
+        raise _bad("version", v, why or "disallowed version string")
+
+
+def escape_version(v: str) -> str:
+    """escape_version returns the case-escaped version; raises BadRequest."""
+    _check_version_elem(v)
+    return _escape(v)
+
+
+def unescape_version(escaped: str) -> str:
+    """unescape_version decodes an escaped version; raises BadRequest."""
+    v = _unescape(escaped)
+    if v is None:
+        raise _bad("escaped version", escaped, "upper case or misplaced '!'")
+    _check_version_elem(v)
+    return v
+
+
+def _pre_ok(pre: str | None) -> bool:
+    # Numeric prerelease identifiers must not have leading zeros.
+    return pre is None or all(not (p.isdigit() and len(p) > 1 and p[0] == "0") for p in pre.split("."))
+
+
+def is_canonical(version: str) -> bool:
+    """is_canonical reports a full semantic version (v1.2.3, v1.2.3-pre, v2.0.0+incompatible)."""
+    m = _SEMVER.fullmatch(version)
+    if not m or m.group("patch") is None or not _pre_ok(m.group("pre")):
+        return False
+    return m.group("build") in (None, "incompatible")
+
+
+def check_version(path: str, version: str) -> None:
+    """check_version requires a canonical version (else BadRequest) that agrees with path's major
+    version suffix (else NotFound, so the go command moves on to its next GOPROXY entry)."""
+    if not is_canonical(version):
+        raise _bad("version", version, "not a canonical semantic version (want e.g. v1.2.3)")
+    _, major_suffix, _ = split_path_version(path)
+    major = "v" + _SEMVER.fullmatch(version).group("major")  # type: ignore[union-attr]
+    incompatible = version.endswith("+incompatible")
+    if incompatible and (major_suffix or major in ("v0", "v1")):
+        raise NotFound(f"{path}@{version}: invalid version: +incompatible only applies to v2+ "
+                       "of a module without a /vN suffix")
+    if major_suffix.startswith(".v"):
+        want = major_suffix[1:].replace("-unstable", "")
+        if version.startswith("v0.0.0-") and want == "v1":
+            return
+    elif major_suffix:
+        want = major_suffix[1:]
+    else:
+        if major in ("v0", "v1") or incompatible:
+            return
+        want = "v0 or v1"
+    if major != want:
+        # A well-formed version this module cannot have: not found, as proxy.golang.org answers.
+        raise NotFound(f"{path}@{version}: invalid version: should be {want}, not {major}")
+
+
+def check_query(query: str) -> None:
+    """check_query accepts a version query (branch, "v1", commit hash) for .info; raises BadRequest."""
+    if not 1 <= len(query) <= 255:
+        raise _bad("version query", query, "must be 1 to 255 bytes")
+    if query[0] in "-." or ".." in query:
+        raise _bad("version query", query, "leading '-' or '.', or '..'")
+    if not re.fullmatch(r"[A-Za-z0-9._+~-]+", query):
+        raise _bad("version query", query, "invalid character")
+
+
+_KIND_TYPES = {"info": "application/json", "latest": "application/json", "zip": "application/zip",
+               "list": "text/plain; charset=utf-8", "mod": "text/plain; charset=utf-8"}
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """Artifact is one module proxy resource: kind is list, latest, info, mod or zip."""
+
+    kind: str
+    module: str
+    version: str = ""
+
+    @property
+    def escaped_module(self) -> str:
+        """escaped_module is the module path in the go command's case-escaped form."""
+        return _escape(self.module)
+
+    @property
+    def escaped_version(self) -> str:
+        """escaped_version is the version in case-escaped form ("" for list and latest)."""
+        return _escape(self.version)
+
+    @property
+    def key(self) -> str:
+        """key is the relative cache path: the escaped URL path without its leading slash."""
+        if self.kind == "list":
+            return f"{self.escaped_module}/@v/list"
+        if self.kind == "latest":
+            return f"{self.escaped_module}/@latest"
+        return f"{self.escaped_module}/@v/{self.escaped_version}.{self.kind}"
+
+    @property
+    def immutable(self) -> bool:
+        """immutable is True for .info/.mod/.zip of a canonical version: cached forever."""
+        return self.kind in ("info", "mod", "zip") and is_canonical(self.version)
+
+    @property
+    def content_type(self) -> str:
+        """content_type is the Content-Type the artifact is served with."""
+        return _KIND_TYPES[self.kind]
+
+
+_TILE = re.compile(r"tile/([1-9][0-9]?)/(data|0|[1-9][0-9]*)/((?:x[0-9]{3}/)*[0-9]{3})(?:\.p/([1-9][0-9]*))?")
+_NAME_ELEM = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+
+@dataclass(frozen=True)
+class SumdbRequest:
+    """SumdbRequest is a checksum database request: /sumdb/<name>/<path>."""
+
+    name: str
+    path: str
+
+    @property
+    def key(self) -> str:
+        """key is the relative cache path "sumdb/<name>/<path>"."""
+        return f"sumdb/{self.name}/{self.path}"
+
+    @property
+    def immutable(self) -> bool:
+        """immutable is True for lookups and full tiles; latest and partial tiles change."""
+        return self.path.startswith("lookup/") or (self.path.startswith("tile/") and ".p/" not in self.path)
+
+    @property
+    def content_type(self) -> str:
+        """content_type is text for lookup/latest/supported, octet-stream for tiles."""
+        return "application/octet-stream" if self.path.startswith("tile/") else "text/plain; charset=utf-8"
+
+
+def _parse_sumdb(rest: str) -> SumdbRequest:
+    for suffix in ("/supported", "/latest"):
+        if rest.endswith(suffix):
+            return _sumdb(rest[: -len(suffix)], suffix[1:])
+    i = rest.find("/lookup/")
+    if i >= 0:
+        target = rest[i + len("/lookup/"):]
+        mod, at, ver = target.rpartition("@")
+        if not at:
+            raise BadRequest(f"invalid checksum database lookup {target!r}: want module@version")
+        path, version = unescape_path(mod), unescape_version(ver)
+        check_version(path, version)
+        return _sumdb(rest[:i], f"lookup/{target}")
+    i = rest.find("/tile/")
+    if i >= 0:
+        tile = rest[i + 1:]
+        m = _TILE.fullmatch(tile)
+        if not m or int(m.group(1)) > 30 or (m.group(4) and int(m.group(4)) >= 1 << int(m.group(1))):
+            raise BadRequest(f"invalid checksum database tile path {tile!r}")
+        return _sumdb(rest[:i], tile)
+    raise NotFound(f"unknown checksum database request /sumdb/{rest}")
+
+
+def _sumdb(name: str, path: str) -> SumdbRequest:
+    elems = name.split("/")
+    if not name or any(e in (".", "..") or not _NAME_ELEM.fullmatch(e) for e in elems):
+        raise BadRequest(f"invalid checksum database name {name!r}")
+    return SumdbRequest(name, path)
+
+
+def parse_request(path: str) -> Artifact | SumdbRequest:
+    """parse_request maps a request path to what it asks for.
+
+    Raises BadRequest for anything malformed (double encoding, control bytes, traversal,
+    invalid module path or version) and NotFound for paths outside the protocol.
+    """
+    if not path.startswith("/") or len(path) > _MAX_PATH:
+        raise BadRequest("invalid request path: must start with / and be at most 4096 bytes")
+    # The go command percent-encodes some characters ("!" as %21): decode exactly once, then
+    # judge the decoded path. A "%" left after decoding (double encoding) is refused.
+    try:
+        path = urllib.parse.unquote(path, errors="strict")
+    except UnicodeDecodeError:
+        raise BadRequest("invalid request path: percent-escapes that are not UTF-8") from None
+    if not path.isascii() or re.search(r"[%\\\x00-\x20\x7f]", path):
+        raise BadRequest("invalid request path: non-ASCII, '%', backslash or control byte")
+    if "//" in path or any(e in (".", "..") for e in path.split("/")):
+        raise BadRequest("invalid request path: empty, '.' or '..' element")
+    if path.startswith("/sumdb/"):
+        return _parse_sumdb(path[len("/sumdb/"):])
+    if path.endswith("/@latest"):
+        return Artifact("latest", unescape_path(path[1: -len("/@latest")]))
+    mod, sep, tail = path[1:].partition("/@v/")
+    if not sep:
+        raise NotFound(f"not found: {path}")
+    if tail == "list":
+        return Artifact("list", unescape_path(mod))
+    base, dot, ext = tail.rpartition(".")
+    if not dot or ext not in ("info", "mod", "zip") or not base:
+        raise NotFound(f"not found: {path}")
+    module, version = unescape_path(mod), unescape_version(base)
+    if ext == "info" and not is_canonical(version):
+        check_query(version)
+    else:
+        check_version(module, version)
+    return Artifact(ext, module, version)

@@ -1,0 +1,209 @@
+"""The proxy's decisions: hit, miss or stale; immutable vs mutable; what to fetch and keep."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from .cache import Cache
+from .config import Config
+from .errors import NotFound, ProxyError, StorageError, TransientError, UpstreamError
+from .modpath import Artifact, SumdbRequest, unescape_path
+from .singleflight import SingleFlight
+from .transport import Response
+from .upstream import Upstreams
+
+log = logging.getLogger(__name__)
+
+# Largest module zip the go command accepts (golang.org/x/mod/zip MaxZipFile).
+MAX_ZIP_SIZE = 500 << 20
+# Largest .info, .mod, list, @latest or checksum DB answer we keep.
+MAX_SMALL_SIZE = 16 << 20
+# How long a request waits for another request's fetch of the same artifact.
+WAIT_TIMEOUT = 1800.0
+
+IMMUTABLE_CACHE_CONTROL = "public, max-age=31536000, immutable"
+
+
+def mutable_cache_control(ttl: float) -> str:
+    """mutable_cache_control is the Cache-Control of list, @latest and query answers."""
+    return f"public, max-age={int(ttl)}"
+
+
+@dataclass
+class Reply:
+    """Reply is what to send: a cached file (opened) or bytes, with headers and where it came from."""
+
+    content_type: str
+    cache_control: str
+    size: int
+    source: str  # "hit", "miss", "stale" or "local"
+    file: BinaryIO | None = None
+    body: bytes = b""
+
+    def close(self) -> None:
+        """close releases the open cache file, if any."""
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+class Service:
+    """Service answers protocol requests from the cache, filling misses from the upstreams."""
+
+    def __init__(self, config: Config, cache: Cache, upstreams: Upstreams,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.cache = cache
+        self.upstreams = upstreams
+        self.clock = clock
+        self.flights: SingleFlight[bool] = SingleFlight()
+        self._not_found: dict[str, tuple[float, NotFound]] = {}
+        self._nf_lock = threading.Lock()
+        # fetch_zip streams a zip from upstream into the cache; download.py may replace it.
+        self.fetch_zip: Callable[[Artifact, str], None] = self._fetch_zip_stream
+
+    def serve(self, req: Artifact | SumdbRequest) -> Reply:
+        """serve returns the reply for a parsed request; raises a ProxyError subclass on failure."""
+        if isinstance(req, SumdbRequest):
+            if req.name not in self.config.sumdbs:
+                raise NotFound(f"checksum database {req.name} is not proxied here")
+            if req.path == "supported":
+                return Reply("text/plain; charset=utf-8", "no-cache", 0, "local")
+            if req.path.startswith("lookup/"):
+                module = req.path[len("lookup/"):].rsplit("@", 1)[0]
+                if self.upstreams.private_route(unescape_path(module)):
+                    raise NotFound(f"{module} is a private module; it is not looked up in {req.name}")
+            upstream_path = f"/sumdb/{req.name}/{req.path}"
+        else:
+            upstream_path = "/" + req.key
+        if req.immutable:
+            return self._serve_immutable(req, upstream_path)
+        return self._serve_mutable(req, upstream_path)
+
+    def _serve_immutable(self, req: Artifact | SumdbRequest, upstream_path: str) -> Reply:
+        reply = self._open(req, IMMUTABLE_CACHE_CONTROL, "hit")
+        if reply is not None:
+            return reply
+        self._check_not_found(req.key)
+        self.flights.do(req.key, lambda: self._fetch(req, upstream_path), WAIT_TIMEOUT)
+        reply = self._open(req, IMMUTABLE_CACHE_CONTROL, "miss")
+        if reply is None:  # evicted between commit and open: rare; fail clean, the client retries
+            raise UpstreamError(f"{req.key} vanished from the cache right after it was fetched")
+        return reply
+
+    def _serve_mutable(self, req: Artifact | SumdbRequest, upstream_path: str) -> Reply:
+        ttl = self.config.list_ttl
+        control = mutable_cache_control(ttl)
+        st = self.cache.stat(req.key)
+        if st is not None and self.clock() - st.st_mtime < ttl:
+            reply = self._open(req, control, "hit")
+            if reply is not None:
+                return reply
+        self._check_not_found(req.key)
+        try:
+            self.flights.do(req.key, lambda: self._fetch(req, upstream_path), WAIT_TIMEOUT)
+        except (NotFound, StorageError):
+            raise
+        except ProxyError as exc:
+            reply = self._open(req, control, "stale")
+            if reply is None:
+                raise
+            log.warning("serving stale %s: every upstream failed: %s", req.key, exc)
+            return reply
+        reply = self._open(req, control, "miss")
+        if reply is None:
+            raise UpstreamError(f"{req.key} vanished from the cache right after it was fetched")
+        return reply
+
+    def _open(self, req: Artifact | SumdbRequest, cache_control: str, source: str) -> Reply | None:
+        opened = self.cache.open(req.key)
+        if opened is None:
+            return None
+        f, st = opened
+        return Reply(req.content_type, cache_control, st.st_size, source, file=f)
+
+    def _check_not_found(self, key: str) -> None:
+        now = self.clock()
+        with self._nf_lock:
+            entry = self._not_found.get(key)
+            if entry is None:
+                return
+            if entry[0] > now:
+                raise entry[1]
+            del self._not_found[key]
+
+    def _remember_not_found(self, key: str, exc: NotFound) -> None:
+        if self.config.not_found_ttl <= 0:
+            return
+        now = self.clock()
+        with self._nf_lock:
+            if len(self._not_found) > 10000:
+                self._not_found = {k: v for k, v in self._not_found.items() if v[0] > now}
+            self._not_found[key] = (now + self.config.not_found_ttl, exc)
+
+    def _fetch(self, req: Artifact | SumdbRequest, upstream_path: str) -> bool:
+        """_fetch fills the cache for req from upstream; runs once per key at a time."""
+        log.info("[CACHE MISS] %s", req.key)
+        started = time.monotonic()
+        try:
+            module = req.module if isinstance(req, Artifact) else None
+            if isinstance(req, Artifact) and req.kind == "zip":
+                self.fetch_zip(req, upstream_path)
+            else:
+                data = self.upstreams.fetch(upstream_path, _read_small, module)
+                _validate(req, data)
+                self.cache.write(req.key, data, mtime=self.clock())
+        except NotFound as exc:
+            self._remember_not_found(req.key, exc)
+            log.info("not found upstream: %s (%d %s)", req.key, exc.status, exc)
+            raise
+        except ProxyError as exc:
+            log.error("fetch %s failed: %s", req.key, exc)
+            raise
+        log.info("fetched %s in %.3fs", req.key, time.monotonic() - started)
+        return True
+
+    def _fetch_zip_stream(self, req: Artifact, upstream_path: str) -> None:
+        def consume(resp: Response) -> None:
+            with self.cache.writer(req.key) as f:
+                size = 0
+                while True:
+                    chunk = resp.read(1 << 20)
+                    if not chunk:
+                        break
+                    size += len(chunk)
+                    if size > MAX_ZIP_SIZE:
+                        raise UpstreamError(f"{resp.url}: zip larger than {MAX_ZIP_SIZE} bytes")
+                    f.write(chunk)
+
+        self.upstreams.fetch(upstream_path, consume, req.module)
+
+
+def _read_small(resp: Response) -> bytes:
+    length = resp.header("Content-Length")
+    data = resp.read_all(limit=MAX_SMALL_SIZE)
+    if length.isdigit() and int(length) != len(data):
+        raise TransientError(f"{resp.url}: got {len(data)} of {length} bytes")
+    return data
+
+
+def _validate(req: Artifact | SumdbRequest, data: bytes) -> None:
+    """_validate rejects upstream answers that cannot be what was asked for; raises UpstreamError."""
+    if not isinstance(req, Artifact) or req.kind not in ("info", "latest"):
+        return
+    try:
+        info = json.loads(data)
+    except ValueError:
+        raise UpstreamError(f"upstream sent invalid JSON for {req.key}") from None
+    if not isinstance(info, dict) or not isinstance(info.get("Version"), str) or not info["Version"]:
+        raise UpstreamError(f"upstream sent {req.key} without a Version")
+    if req.kind == "info" and req.immutable and info["Version"] != req.version:
+        raise UpstreamError(f"upstream sent {req.key} for version {info['Version']!r}")
+    if "Time" in info and not isinstance(info["Time"], str):
+        raise UpstreamError(f"upstream sent {req.key} with a malformed Time")

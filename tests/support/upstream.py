@@ -1,0 +1,170 @@
+"""A real HTTP upstream on 127.0.0.1 serving generated modules, with counters and fault switches."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import threading
+import zipfile
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from goproxy.modpath import escape_path, escape_version
+
+
+def make_zip(module: str, version: str, files: dict[str, bytes]) -> bytes:
+    """make_zip builds a module zip: each file under "module@version/"."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in sorted(files.items()):
+            z.writestr(f"{module}@{version}/{name}", data)
+    return buf.getvalue()
+
+
+@dataclass
+class Module:
+    """Module is one generated module version: its .info, .mod and .zip bytes."""
+
+    path: str
+    version: str
+    info: bytes
+    mod: bytes
+    zip: bytes
+
+
+def generate(path: str, version: str, extra: bytes = b"", size: int = 0) -> Module:
+    """generate makes a small valid module version; size pads one file to make a big zip."""
+    mod = f"module {path}\n\ngo 1.21\n".encode()
+    files = {"go.mod": mod, "lib.go": f"package lib\n\n// Version {version}\n".encode() + extra}
+    if size:
+        # Incompressible padding so the zip is really about size bytes.
+        files["blob.bin"] = random.Random(f"{path}@{version}").randbytes(size)
+    info = json.dumps({"Version": version, "Time": "2024-01-02T03:04:05Z"}).encode()
+    return Module(path, version, info, mod, make_zip(path, version, files))
+
+
+@dataclass
+class Reply:
+    """Reply is what the upstream answers for one path."""
+
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+# A fault hook sees (path, handler) and returns True when it has answered the request itself.
+Fault = Callable[[str, BaseHTTPRequestHandler], bool]
+
+
+class Upstream:
+    """Upstream is a module proxy on 127.0.0.1:port; add modules, then count what it was asked."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Reply] = {}
+        self.hits: Counter[str] = Counter()
+        self.seen_headers: list[tuple[str, dict[str, str]]] = []
+        self.fault: Fault | None = None
+        self.range_support = True
+        self.gate: threading.Event | None = None  # when set, requests wait for it before answering
+        self.lock = threading.Lock()
+        owner = self
+
+        class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                owner._serve(self, head=False)
+
+            def do_HEAD(self) -> None:
+                owner._serve(self, head=True)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        """url is the base URL to configure as an upstream."""
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def add(self, m: Module, with_list: bool = True) -> Module:
+        """add serves m's .info/.mod/.zip, and lists it in @v/list and @latest."""
+        base = "/" + escape_path(m.path) + "/@v/" + escape_version(m.version)
+        self.routes[base + ".info"] = Reply(body=m.info, headers={"Content-Type": "application/json"})
+        self.routes[base + ".mod"] = Reply(body=m.mod)
+        self.routes[base + ".zip"] = Reply(body=m.zip, headers={"Content-Type": "application/zip"})
+        if with_list:
+            lst = "/" + escape_path(m.path) + "/@v/list"
+            old = self.routes.get(lst, Reply()).body.decode()
+            versions = sorted(set(old.split()) | {m.version})
+            self.routes[lst] = Reply(body=("\n".join(versions) + "\n").encode())
+            self.routes["/" + escape_path(m.path) + "/@latest"] = Reply(body=m.info)
+        return m
+
+    def set(self, path: str, status: int = 200, body: bytes = b"", **headers: str) -> None:
+        """set answers path with status and body."""
+        self.routes[path] = Reply(status, body, dict(headers))
+
+    def count(self, path: str) -> int:
+        """count is how many requests path received."""
+        with self.lock:
+            return self.hits[path]
+
+    def total(self) -> int:
+        """total is how many requests arrived at all."""
+        with self.lock:
+            return sum(self.hits.values())
+
+    def _serve(self, h: BaseHTTPRequestHandler, head: bool) -> None:
+        path = h.path
+        with self.lock:
+            self.hits[path] += 1
+            self.seen_headers.append((path, dict(h.headers.items())))
+        if self.gate is not None:
+            self.gate.wait(30)
+        if self.fault is not None and self.fault(path, h):
+            return
+        reply = self.routes.get(path) or Reply(404, f"not found: {path}".encode())
+        body, status = reply.body, reply.status
+        headers = dict(reply.headers)
+        rng = h.headers.get("Range")
+        if rng and status == 200 and self.range_support and rng.startswith("bytes="):
+            start_s, _, end_s = rng[6:].partition("-")
+            start = int(start_s)
+            end = int(end_s) if end_s else len(body) - 1
+            if start >= len(body):
+                h.send_response(416)
+                h.send_header("Content-Range", f"bytes */{len(body)}")
+                h.send_header("Content-Length", "0")
+                h.end_headers()
+                return
+            end = min(end, len(body) - 1)
+            headers["Content-Range"] = f"bytes {start}-{end}/{len(body)}"
+            body, status = body[start:end + 1], 206
+        h.send_response(status)
+        for k, v in headers.items():
+            h.send_header(k, v)
+        if self.range_support:
+            h.send_header("Accept-Ranges", "bytes")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        if not head:
+            try:
+                h.wfile.write(body)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        """close stops the server."""
+        if self.gate is not None:
+            self.gate.set()
+        self.server.shutdown()
+        self.server.server_close()
