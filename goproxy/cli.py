@@ -17,7 +17,7 @@ from .config import Config
 from .errors import ConfigError
 from .server import ProxyServer
 from .service import Service
-from .transport import Transport, mask_url
+from .transport import Timeouts, Transport, mask_url
 from .upstream import Upstream, Upstreams
 
 log = logging.getLogger("goproxy")
@@ -102,9 +102,9 @@ def build_server(config: Config, clock: Callable[[], float] = time.time,
     server. clock and sleep are injectable for tests."""
     cache = Cache(config.cache_dir)
     os.makedirs(cache.root, mode=0o755, exist_ok=True)
-    transport = Transport()
-    private = [(p.pattern, Upstream(p.url, p.headers())) for p in config.private_upstreams]
-    upstreams = Upstreams([Upstream(u) for u in config.upstreams], transport,
+    transport = Transport(timeouts=Timeouts(read=config.upstream_timeout))
+    private = [(p.pattern, Upstream.from_url(p.url, p.headers())) for p in config.private_upstreams]
+    upstreams = Upstreams([Upstream.from_url(u) for u in config.upstreams], transport,
                           attempts=config.retry_attempts, backoff=config.retry_backoff,
                           sleep=sleep, private=private)
     service = Service(config, cache, upstreams, clock=clock)

@@ -49,6 +49,7 @@ class Config:
     cache_dir: str = "cache"
     upstreams: tuple[str, ...] = (DEFAULT_UPSTREAM,)
     list_ttl: float = 300.0
+    upstream_timeout: float = 10.0
     retry_attempts: int = 3
     retry_backoff: float = 0.1
     not_found_ttl: float = 60.0
@@ -270,6 +271,8 @@ OPTIONS: list[Option] = [
     Option("cache_dir", "cache", "CACHE_DIR", "cache_dir", str, "cache directory"),
     Option("upstreams", "upstream", "UPSTREAM_PROXY", "upstreams", _parse_url_list,
            "comma-separated upstream proxies, tried in order"),
+    Option("upstream_timeout", "upstream-timeout", "UPSTREAM_TIMEOUT", "upstream_timeout", parse_duration,
+           "how long to wait for an upstream's response headers, and for each read of its body"),
     Option("retry_attempts", "retry-attempts", "RETRY_ATTEMPTS", "retry_attempts", _parse_positive_int,
            "tries per upstream on 5xx, 429, resets, timeouts and short bodies"),
     Option("retry_backoff", "retry-backoff", "RETRY_BACKOFF", "retry_backoff", parse_duration,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import logging
 import random
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -28,6 +30,24 @@ class Upstream:
 
     url: str
     auth: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_url(cls, url: str, auth: Mapping[str, str] | None = None) -> Upstream:
+        """from_url moves credentials in url's userinfo (https://user:token@host) into a Basic
+        Authorization header, so they go only to that host and never appear in a logged URL."""
+        parts = urllib.parse.urlsplit(url)
+        headers = dict(auth or {})
+        if parts.username is not None:
+            user = urllib.parse.unquote(parts.username)
+            password = urllib.parse.unquote(parts.password or "")
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            headers.setdefault("Authorization", f"Basic {token}")
+            host = parts.hostname or ""
+            netloc = f"[{host}]" if ":" in host else host
+            if parts.port:
+                netloc += f":{parts.port}"
+            url = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+        return cls(url, headers)
 
     @property
     def name(self) -> str:

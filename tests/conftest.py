@@ -18,6 +18,8 @@ import pytest
 from goproxy.cli import build_server
 from goproxy.config import Config
 from goproxy.server import ProxyServer
+from tests.support import gotestproxy
+from tests.support.gotestproxy import GoTestProxy
 from tests.support.upstream import Upstream
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,3 +133,15 @@ def go() -> str:
 def goroot(go: str) -> Path:
     return Path(subprocess.run([go, "env", "GOROOT"], check=True, capture_output=True,
                                text=True).stdout.strip())
+
+
+@pytest.fixture(scope="session")
+def testproxy_binary(go: str, goroot: Path) -> Path:
+    return gotestproxy.build(go, goroot)
+
+
+@pytest.fixture
+def testproxy(testproxy_binary: Path, goroot: Path) -> Iterator[GoTestProxy]:
+    p = GoTestProxy(testproxy_binary, goroot)
+    yield p
+    p.stop()

@@ -2,76 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from goproxy.server import ProxyServer
-from tests.support import gotestproxy
-from tests.support.gotestproxy import SUMDB_KEY, SUMDB_NAME, GoTestProxy
+from tests.support.gotestproxy import MODULES, SUMDB_KEY, SUMDB_NAME, GoTestProxy, download, go_env, run_go
 
 pytestmark = pytest.mark.timeout(900)
 
-MODULES = [
-    "rsc.io/quote@v1.0.0", "rsc.io/quote@v1.1.0", "rsc.io/quote@v1.2.0", "rsc.io/quote@v1.2.1",
-    "rsc.io/quote@v1.3.0", "rsc.io/quote@v1.4.0", "rsc.io/quote@v1.5.0", "rsc.io/quote@v1.5.1",
-    "rsc.io/quote@v1.5.2", "rsc.io/quote@v1.5.3-pre1", "rsc.io/quote/v2@v2.0.1",
-    "rsc.io/quote/v3@v3.0.0", "rsc.io/sampler@v1.0.0", "rsc.io/sampler@v1.2.0",
-    "rsc.io/sampler@v1.2.1", "rsc.io/sampler@v1.3.0", "rsc.io/sampler@v1.3.1",
-    "rsc.io/sampler@v1.99.99", "rsc.io/QUOTE@v1.5.2", "golang.org/x/text@v0.3.0",
-    "golang.org/x/text@v0.0.0-20170915032832-14c0d48ead0c", "rsc.io/fortune@v1.0.0",
-    "rsc.io/fortune/v2@v2.0.0", "rsc.io/breaker@v2.0.0+incompatible", "rsc.io/testonly@v1.0.0",
-]
-
-
-@pytest.fixture(scope="session")
-def testproxy_binary(go: str, goroot: Path) -> Path:
-    return gotestproxy.build(go, goroot)
-
-
-@pytest.fixture
-def testproxy(testproxy_binary: Path, goroot: Path) -> Iterator[GoTestProxy]:
-    p = GoTestProxy(testproxy_binary, goroot)
-    yield p
-    p.stop()
-
-
-def go_env(tmp: Path, goproxy: str, gosumdb: str = "off", modcache: str = "modcache") -> dict[str, str]:
-    """go_env is a hermetic environment for the go command: nothing from the host leaks in."""
-    keep = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "TMPDIR")}
-    home = tmp / "home"
-    home.mkdir(exist_ok=True)
-    return {**keep, "HOME": str(home), "GOPROXY": goproxy, "GOSUMDB": gosumdb, "GOFLAGS": "-mod=mod",
-            "GOMODCACHE": str(tmp / modcache), "GOPATH": str(tmp / "gopath"),
-            "GOCACHE": str(tmp / "gocache"), "GOTOOLCHAIN": "local", "GOENV": "off",
-            "GONOSUMDB": "", "GONOPROXY": "", "GOPRIVATE": "", "GOINSECURE": "", "CGO_ENABLED": "0"}
-
-
-def run_go(go: str, args: list[str], env: dict[str, str], cwd: Path) -> str:
-    proc = subprocess.run([go, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"go {' '.join(args)} failed:\n{proc.stderr}\n{proc.stdout}"
-    return proc.stdout
-
-
-def download(go: str, tmp: Path, goproxy: str, modcache: str) -> dict[str, tuple[str, str]]:
-    """download runs go mod download -json for MODULES; returns module@version → (Sum, GoModSum)."""
-    env = go_env(tmp, goproxy, modcache=modcache)
-    out = run_go(go, ["mod", "download", "-json", *MODULES], env, tmp)
-    sums: dict[str, tuple[str, str]] = {}
-    decoder, pos = json.JSONDecoder(), 0
-    while pos < len(out.strip()):
-        while out[pos].isspace():
-            pos += 1
-        obj: dict[str, Any]
-        obj, pos = decoder.raw_decode(out, pos)
-        assert "Error" not in obj, obj
-        sums[f"{obj['Path']}@{obj['Version']}"] = (obj["Sum"], obj["GoModSum"])
-    return sums
 
 
 def test_go_downloads_lists_and_verifies_through_the_proxy(

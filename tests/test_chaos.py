@@ -1,0 +1,48 @@
+"""Chaos end to end: the go command gets every module through an upstream failing ~30% of requests."""
+
+from __future__ import annotations
+
+import http.client
+import urllib.parse
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from goproxy.server import ProxyServer
+from tests.support.chaos import FAULTS, Chaos
+from tests.support.gotestproxy import MODULES, GoTestProxy, download
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def fetch(url: str, path: str) -> bytes:
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
+    try:
+        conn.request("GET", parts.path + "/" + path)
+        resp = conn.getresponse()
+        assert resp.status == 200, path
+        return resp.read()
+    finally:
+        conn.close()
+
+
+def test_go_downloads_everything_through_a_failing_upstream(
+        go: str, testproxy: GoTestProxy, make_proxy: Callable[..., ProxyServer], tmp_path: Path) -> None:
+    direct = download(go, tmp_path, testproxy.url, "direct-modcache")
+    chaos = Chaos(testproxy.url, rate=0.3)
+    try:
+        proxy = make_proxy([chaos.url], retry_attempts=5, upstream_timeout=0.5)
+        got = download(go, tmp_path, f"http://127.0.0.1:{proxy.port}", "chaos-modcache")
+    finally:
+        chaos.close()
+    assert got == direct and len(got) >= 20
+    assert set(chaos.faults) == set(FAULTS), chaos.faults
+    assert sum(chaos.faults.values()) >= 20
+    # Every file the proxy kept is byte for byte what the upstream really serves.
+    root = Path(proxy.config.cache_dir)
+    files = [p for p in root.rglob("*") if p.is_file()]
+    assert len(files) >= 3 * len(MODULES)
+    for f in files:
+        assert f.read_bytes() == fetch(testproxy.url, f.relative_to(root).as_posix()), f
