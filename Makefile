@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: run test lint typecheck compat check clean
+.PHONY: run test lint typecheck compat check clean zipapp
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,23 @@ compat: $(VENV)/.dev
 	$(BIN)/vermin -t=3.9- --no-tips --violations goproxy goproxy.py
 
 check: lint typecheck compat test
+
+# dist/goproxy.pyz: one file with the optional packages bundled (pure Python: compiled
+# extensions are dropped, PyYAML falls back to its pure-Python loader). Runs on Python 3.9+.
+zipapp: dist/goproxy.pyz
+
+dist/goproxy.pyz: $(VENV)/.runtime goproxy.py $(wildcard goproxy/*.py) requirements.txt
+	rm -rf build/zipapp && mkdir -p build/zipapp dist
+	$(BIN)/pip install -q --target build/zipapp --only-binary=:all: --python-version 3.9 \
+		--implementation cp --platform manylinux2014_x86_64 --no-deps \
+		'pyyaml>=6' 'pysocks>=1.7' 'dnspython>=2.4,<2.8'
+	find build/zipapp \( -name '*.so' -o -name '__pycache__' -o -name 'RECORD' \) -prune -exec rm -rf {} +
+	rm -rf build/zipapp/bin
+	cp -r goproxy build/zipapp/goproxy
+	find build/zipapp/goproxy -name '__pycache__' -prune -exec rm -rf {} +
+	printf 'import sys\nfrom goproxy.cli import main\nsys.exit(main())\n' > build/zipapp/__main__.py
+	$(BIN)/python -m zipapp build/zipapp -o $@.tmp -p '/usr/bin/env python3' -c
+	mv $@.tmp $@
 
 clean:
 	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache

@@ -15,6 +15,7 @@ from . import config as cfg
 from .cache import Cache
 from .config import Config
 from .errors import ConfigError
+from .sdnotify import Notifier
 from .server import ProxyServer
 from .service import Service
 from .transport import Timeouts, Transport, mask_url
@@ -125,8 +126,12 @@ def log_startup(config: Config, server: ProxyServer) -> None:
         log.info("private modules %s → %s%s", p.pattern, mask_url(p.url), auth)
 
 
-def serve(config: Config) -> int:
-    """serve runs the proxy until SIGINT or SIGTERM, then drains and returns 0."""
+def serve(config: Config, environ: Mapping[str, str]) -> int:
+    """serve runs the proxy until SIGINT or SIGTERM, then drains and returns 0.
+
+    Under systemd (NOTIFY_SOCKET in environ) it reports READY=1 once listening and STOPPING=1
+    when a stop begins."""
+    notifier = Notifier(environ.get("NOTIFY_SOCKET"))
     try:
         server = build_server(config)
     except OSError as exc:
@@ -140,6 +145,7 @@ def serve(config: Config) -> int:
         if stopper:
             return
         log.info("received %s; shutting down", signal.Signals(signum).name)
+        notifier.notify("STOPPING=1")
         # shutdown() blocks until serve_forever returns, so it must run off the serving thread.
         t = threading.Thread(target=server.stop, name="goproxy-stop")
         stopper.append(t)
@@ -147,6 +153,7 @@ def serve(config: Config) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    notifier.notify("READY=1", f"STATUS=serving on port {server.port}")
     server.serve_forever(0.1)
     if stopper:
         stopper[0].join()
@@ -175,4 +182,4 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         print(f"goproxy: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log_level)
-    return serve(config)
+    return serve(config, env)

@@ -20,6 +20,7 @@ from goproxy.config import Config
 from goproxy.server import ProxyServer
 from tests.support import gotestproxy
 from tests.support.gotestproxy import GoTestProxy
+from tests.support.proc import Proc
 from tests.support.upstream import Upstream
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,3 +146,11 @@ def testproxy(testproxy_binary: Path, goroot: Path) -> Iterator[GoTestProxy]:
     p = GoTestProxy(testproxy_binary, goroot)
     yield p
     p.stop()
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    started: list[Proc] = []
+    yield started
+    for p in started:
+        p.stop()

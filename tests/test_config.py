@@ -163,3 +163,13 @@ def test_main_help_version_and_bad_flag(capsys: pytest.CaptureFixture[str]) -> N
     assert "goproxy" in capsys.readouterr().out
     assert cli.main(["-port", "nope"], {}) == 2
     assert "flag -port" in capsys.readouterr().err
+
+
+def test_shipped_config_yaml_loads_and_lists_every_option() -> None:
+    path = Path(__file__).parent.parent / "config.yaml"
+    config = cli.load_config({"config": str(path)}, {})
+    assert config == Config()  # safe defaults: the file only spells them out
+    text = path.read_text()
+    for opt in OPTIONS:
+        if opt.key:
+            assert f"{opt.key}:" in text, f"config.yaml lacks {opt.key}"

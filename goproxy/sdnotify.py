@@ -1,0 +1,41 @@
+"""systemd's notify protocol (sd_notify) over the NOTIFY_SOCKET unix datagram socket, stdlib only."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+log = logging.getLogger(__name__)
+
+
+class Notifier:
+    """Notifier sends state lines ("READY=1", "STOPPING=1") to systemd; a no-op without a socket.
+
+    address is the NOTIFY_SOCKET value: a filesystem path, or "@name" for the abstract namespace.
+    """
+
+    def __init__(self, address: str | None) -> None:
+        self.address = address or ""
+        if self.address.startswith("@"):
+            self._target = "\0" + self.address[1:]
+        else:
+            self._target = self.address
+
+    @property
+    def enabled(self) -> bool:
+        """enabled reports whether a notify socket was given."""
+        return bool(self.address) and (self.address.startswith(("/", "@")))
+
+    def notify(self, *states: str) -> bool:
+        """notify sends the states as one datagram; returns False (and logs) when it cannot."""
+        if not self.enabled:
+            return False
+        message = "\n".join(states).encode()
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                sock.connect(self._target)
+                sock.sendall(message)
+        except OSError as exc:
+            log.warning("cannot notify systemd at %s: %s", self.address, exc)
+            return False
+        return True
