@@ -144,6 +144,17 @@ class Handler(BaseHTTPRequestHandler):
         super().setup()
         self.connection.settimeout(self.server.config.client_timeout)
 
+    def parse_request(self) -> bool:
+        """parse_request adds strictness to the stdlib parser: exactly "METHOD SP target SP
+        HTTP/1.x", so HTTP/0.9 lines and stray spaces are refused with 400."""
+        if not super().parse_request():
+            return False
+        words = self.raw_requestline.rstrip(b"\r\n").split(b" ")
+        if len(words) != 3 or not words[2].startswith(b"HTTP/1."):
+            self.send_error(400, "malformed request line")
+            return False
+        return True
+
     def do_GET(self) -> None:
         self._handle(head=False)
 
@@ -252,6 +263,7 @@ class Handler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """send_error answers protocol-level errors (bad request line, huge headers) in plain text."""
         self.close_connection = True
+        self.request_version = "HTTP/1.1"  # answer even an HTTP/0.9-looking line with a status line
         text = message or self.responses.get(code, ("error",))[0]
         body = (text.replace("\n", " ") + "\n").encode("latin-1", "replace")
         try:

@@ -6,27 +6,16 @@ import http.client
 import os
 import socket
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from goproxy.server import ProxyServer
-from tests.conftest import FakeClock, Sleeps, get
+from tests.conftest import FakeClock, Sleeps, get, wait_for
 from tests.support.upstream import Upstream, generate
 
 MOD = "example.com/Hello"
 ESC = "example.com/!hello"
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    """wait_for polls cond until it holds or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.005)
 
 
 @pytest.fixture
