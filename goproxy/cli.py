@@ -15,6 +15,7 @@ from . import config as cfg
 from .cache import Cache
 from .config import Config
 from .errors import ConfigError
+from .metrics import Metrics
 from .sdnotify import Notifier
 from .server import ProxyServer
 from .service import Service
@@ -103,13 +104,14 @@ def build_server(config: Config, clock: Callable[[], float] = time.time,
     server. clock and sleep are injectable for tests."""
     cache = Cache(config.cache_dir)
     os.makedirs(cache.root, mode=0o755, exist_ok=True)
+    metrics = Metrics()
     transport = Transport(timeouts=Timeouts(read=config.upstream_timeout))
     private = [(p.pattern, Upstream.from_url(p.url, p.headers())) for p in config.private_upstreams]
     upstreams = Upstreams([Upstream.from_url(u) for u in config.upstreams], transport,
                           attempts=config.retry_attempts, backoff=config.retry_backoff,
-                          sleep=sleep, private=private)
+                          sleep=sleep, private=private, metrics=metrics)
     service = Service(config, cache, upstreams, clock=clock)
-    return ProxyServer(config, service)
+    return ProxyServer(config, service, metrics)
 
 
 def log_startup(config: Config, server: ProxyServer) -> None:

@@ -12,7 +12,8 @@ from typing import Any
 
 from .config import Config
 from .errors import MethodNotAllowed, ProxyError
-from .modpath import parse_request
+from .metrics import Metrics
+from .modpath import Artifact, parse_request
 from .service import Reply, Service
 
 log = logging.getLogger(__name__)
@@ -30,12 +31,14 @@ class ProxyServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, config: Config, service: Service,
+    def __init__(self, config: Config, service: Service, metrics: Metrics | None = None,
                  extra_routes: dict[str, Callable[[], tuple[str, bytes]]] | None = None) -> None:
         self.config = config
         self.service = service
-        # extra_routes maps an exact path to a function giving (content type, body), e.g. /metrics.
-        self.extra_routes = extra_routes or {}
+        self.metrics = metrics or Metrics()
+        # extra_routes maps an exact path to a function giving (content type, body).
+        self.extra_routes = {"/metrics": lambda: (Metrics.CONTENT_TYPE, self.metrics.render()),
+                             **(extra_routes or {})}
         self.stopping = False
         self._slots = threading.BoundedSemaphore(config.max_connections)
         self._active = 0
@@ -174,7 +177,7 @@ class Handler(BaseHTTPRequestHandler):
     def _handle(self, head: bool, error: ProxyError | None = None) -> None:
         started = time.monotonic()
         self.server.request_started()
-        status, sent, source = 500, 0, ""
+        status, sent, source, endpoint = 500, 0, "", "other"
         reply: Reply | None = None
         try:
             if error is not None:
@@ -182,12 +185,16 @@ class Handler(BaseHTTPRequestHandler):
             path = self.path.split("?", 1)[0]
             route = self.server.extra_routes.get(path)
             if path == "/health":
+                endpoint = "health"
                 status, sent = self._send_bytes(200, "text/plain; charset=utf-8", b"ok\n", "no-store", head)
             elif route is not None:
+                endpoint = path.strip("/")
                 ctype, body = route()
                 status, sent = self._send_bytes(200, ctype, body, "no-store", head)
             else:
-                reply = self.server.service.serve(parse_request(path))
+                req = parse_request(path)
+                endpoint = req.kind if isinstance(req, Artifact) else "sumdb"
+                reply = self.server.service.serve(req)
                 source = reply.source
                 status, sent = 200, self._send_reply(reply, head)
         except ProxyError as exc:
@@ -207,6 +214,11 @@ class Handler(BaseHTTPRequestHandler):
             if self.server.stopping:
                 self.close_connection = True
             self.server.request_finished()
+        metrics = self.server.metrics
+        metrics.requests.inc(endpoint=endpoint, status=str(status))
+        metrics.bytes_served.inc(sent)
+        if source in ("hit", "miss", "stale"):
+            metrics.cache.inc(result=source)
         tag = {"hit": "[CACHE HIT] ", "miss": "[CACHE MISS] ", "stale": "[CACHE STALE] "}.get(source, "")
         access_log.info("%s%s %s %s %d %dB %.1fms", tag, self.client_address[0], self.command,
                         self.path, status, sent, (time.monotonic() - started) * 1000)

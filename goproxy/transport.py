@@ -47,6 +47,7 @@ class Response:
         self._deadline = deadline
         self._done = False
         self._complete = False  # the whole body has been read
+        self.bytes_read = 0  # body bytes read so far
 
     def header(self, name: str, default: str = "") -> str:
         """header returns one response header's value, or default."""
@@ -64,6 +65,7 @@ class Response:
         except (OSError, http.client.HTTPException) as exc:
             self.close()
             raise TransientError(f"GET {self.url}: reading body: {_describe(exc)}") from exc
+        self.bytes_read += len(data)
         if not data and n > 0:
             if self._resp.length:  # Content-Length promised more than arrived
                 self.close()

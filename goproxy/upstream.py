@@ -12,7 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from .errors import NotFound, ProxyError, TransientError, UpstreamError
+from .errors import ChecksumError, NotFound, ProxyError, TransientError, UpstreamError
+from .metrics import Metrics
 from .patterns import match
 from .transport import Response, Transport, mask_url
 
@@ -95,12 +96,13 @@ class Upstreams:
     def __init__(self, upstreams: list[Upstream], transport: Transport, attempts: int = 3,
                  backoff: float = 0.1, sleep: Callable[[float], None] = time.sleep,
                  rng: Callable[[], float] = random.random,
-                 private: list[tuple[str, Upstream]] | None = None) -> None:
+                 private: list[tuple[str, Upstream]] | None = None, metrics: Metrics | None = None) -> None:
         if not upstreams:
             raise ValueError("at least one upstream is required")
         self.upstreams = upstreams
         # private routes: (pattern, upstream); a module matching a pattern goes to that one only.
         self.private = private or []
+        self.metrics = metrics or Metrics()
         self.transport = transport
         self.attempts = max(1, attempts)
         self.backoff = backoff
@@ -144,16 +146,24 @@ class Upstreams:
 
     def _fetch_one(self, up: Upstream, path: str, consume: Callable[[Response], T]) -> T:
         url = up.url + path
+        m = self.metrics
         for attempt in range(1, self.attempts + 1):
+            m.upstream_requests.inc(upstream=up.name)
             try:
                 resp = self.transport.get(url, auth=up.auth)
                 with resp:
-                    if resp.status == 200:
-                        return consume(resp)
-                    raise classify(resp, resp.read_all(limit=64 << 10))
-            except TransientError as exc:
-                if attempt == self.attempts:
+                    try:
+                        if resp.status == 200:
+                            return consume(resp)
+                        raise classify(resp, resp.read_all(limit=64 << 10))
+                    finally:
+                        m.bytes_fetched.inc(resp.bytes_read)
+            except ProxyError as exc:
+                if not isinstance(exc, NotFound):
+                    m.upstream_errors.inc(upstream=up.name, kind=_kind(exc))
+                if not isinstance(exc, TransientError) or attempt == self.attempts:
                     raise
+                m.upstream_retries.inc(upstream=up.name)
                 delay = self._delay(attempt, exc.retry_after)
                 log.warning("upstream %s: %s failed (%s); retry %d/%d in %.2fs",
                             up.name, path, exc, attempt, self.attempts - 1, delay)
@@ -165,6 +175,13 @@ class Upstreams:
         if retry_after is not None:
             return min(retry_after, MAX_RETRY_AFTER)
         return float(self.backoff * 2.0 ** (attempt - 1) * self._rng())
+
+
+def _kind(exc: ProxyError) -> str:
+    """_kind is the metrics label of a failed upstream request."""
+    if isinstance(exc, TransientError):
+        return "transient"
+    return "checksum" if isinstance(exc, ChecksumError) else "other"
 
 
 def _short(exc: ProxyError) -> str:
