@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from queue import SimpleQueue
 
 from . import __version__
 from . import config as cfg
@@ -88,14 +90,23 @@ def load_config(flags: Mapping[str, str], environ: Mapping[str, str]) -> Config:
     return cfg.build(data, env, flags, file_name=f"config file {path}" if path else "config file")
 
 
-def setup_logging(level: str) -> None:
-    """setup_logging sends log records to stderr with timestamps; the only place handlers are set."""
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
+def setup_logging(level: str) -> logging.handlers.QueueListener:
+    """setup_logging sends log records to stderr with timestamps; the only place handlers are set.
+
+    Request threads only enqueue records; one listener thread writes them, so no request waits
+    on a lock around stderr. Stop the returned listener to flush what is queued.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    queue: SimpleQueue[logging.LogRecord] = SimpleQueue()
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+    root.addHandler(logging.handlers.QueueHandler(queue))
+    root.setLevel(getattr(logging, level.upper()))
+    listener = logging.handlers.QueueListener(queue, handler)
+    listener.start()
+    return listener
 
 
 def build_server(config: Config, clock: Callable[[], float] = time.time,
@@ -140,7 +151,7 @@ def serve(config: Config, environ: Mapping[str, str]) -> int:
         log.error("cannot listen on %s:%d: %s", config.host or "0.0.0.0", config.port, exc.strerror)
         return 1
     log_startup(config, server)
-    print(f"Set GOPROXY=http://localhost:{server.port},direct", file=sys.stderr, flush=True)
+    log.info("Set GOPROXY=http://localhost:%d,direct", server.port)
     stopper: list[threading.Thread] = []
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -183,5 +194,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except ConfigError as exc:
         print(f"goproxy: {exc}", file=sys.stderr)
         return 2
-    setup_logging(config.log_level)
-    return serve(config, env)
+    listener = setup_logging(config.log_level)
+    try:
+        return serve(config, env)
+    finally:
+        listener.stop()
