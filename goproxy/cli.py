@@ -21,13 +21,20 @@ from .metrics import Metrics
 from .sdnotify import Notifier
 from .server import ProxyServer
 from .service import Service
+from .sumdb import SumDB
 from .transport import Timeouts, Transport, mask_url
 from .upstream import Upstream, Upstreams
 
 log = logging.getLogger("goproxy")
 
-# Subcommands: name → function(args, environ) returning an exit status. Filled by later modules.
-SUBCOMMANDS: dict[str, Callable[[list[str], Mapping[str, str]], int]] = {}
+def _verify_cache(args: list[str], environ: Mapping[str, str]) -> int:
+    from .verify import main as verify_main
+
+    return verify_main(args, environ)
+
+
+# Subcommands: name → function(args, environ) returning an exit status.
+SUBCOMMANDS: dict[str, Callable[[list[str], Mapping[str, str]], int]] = {"verify-cache": _verify_cache}
 
 
 def parse_flags(args: Sequence[str],
@@ -109,6 +116,16 @@ def setup_logging(level: str) -> logging.handlers.QueueListener:
     return listener
 
 
+def build_upstreams(config: Config, metrics: Metrics,
+                    sleep: Callable[[float], None] = time.sleep) -> Upstreams:
+    """build_upstreams makes the transport and the ordered, routed upstream list from config."""
+    transport = Transport(timeouts=Timeouts(read=config.upstream_timeout))
+    private = [(p.pattern, Upstream.from_url(p.url, p.headers())) for p in config.private_upstreams]
+    return Upstreams([Upstream.from_url(u) for u in config.upstreams], transport,
+                     attempts=config.retry_attempts, backoff=config.retry_backoff,
+                     sleep=sleep, private=private, metrics=metrics)
+
+
 def build_server(config: Config, clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep) -> ProxyServer:
     """build_server wires cache, transport, upstreams and service into a bound (not yet serving)
@@ -116,12 +133,10 @@ def build_server(config: Config, clock: Callable[[], float] = time.time,
     cache = Cache(config.cache_dir)
     os.makedirs(cache.root, mode=0o755, exist_ok=True)
     metrics = Metrics()
-    transport = Transport(timeouts=Timeouts(read=config.upstream_timeout))
-    private = [(p.pattern, Upstream.from_url(p.url, p.headers())) for p in config.private_upstreams]
-    upstreams = Upstreams([Upstream.from_url(u) for u in config.upstreams], transport,
-                          attempts=config.retry_attempts, backoff=config.retry_backoff,
-                          sleep=sleep, private=private, metrics=metrics)
+    upstreams = build_upstreams(config, metrics, sleep)
     service = Service(config, cache, upstreams, clock=clock)
+    if config.gosumdb is not None:
+        service.sumdb = SumDB(config.gosumdb, upstreams, cache, metrics)
     return ProxyServer(config, service, metrics)
 
 
@@ -134,6 +149,12 @@ def log_startup(config: Config, server: ProxyServer) -> None:
     log.info("list TTL: %s; not-found TTL: %s", cfg.format_duration(config.list_ttl),
              cfg.format_duration(config.not_found_ttl))
     log.info("checksum databases proxied: %s", ", ".join(config.sumdbs) or "none")
+    if config.gosumdb is None:
+        log.info("checksum verification: off")
+    else:
+        where = config.gosumdb.url or "through the upstream, else directly"
+        log.info("checksum verification: %s (%s); not verified: %s", config.gosumdb.name, where,
+                 ", ".join(config.gonosumdb) or "none")
     for p in config.private_upstreams:
         auth = f" with {p.auth_type} auth" if p.auth_type else ""
         log.info("private modules %s → %s%s", p.pattern, mask_url(p.url), auth)

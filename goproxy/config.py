@@ -40,6 +40,53 @@ class PrivateUpstream:
         return {}
 
 
+# Checksum databases the go command knows by name (cmd/go/internal/modfetch/key.go).
+KNOWN_SUMDB_KEYS = {
+    "sum.golang.org": "sum.golang.org+033de0ae+Ac4zctda0e5eza+HJyk9SxEdh+s3Ux18htTTAD8OuAn8",
+}
+
+
+@dataclass(frozen=True)
+class GoSumDB:
+    """GoSumDB is the checksum database to verify against: its name, verifier key and URL.
+
+    url "" means: through the first upstream that proxies /sumdb/<name>/, else https://<name>.
+    """
+
+    name: str
+    key: str
+    url: str = ""
+
+
+def parse_gosumdb(text: str) -> GoSumDB | None:
+    """parse_gosumdb reads GOSUMDB's forms: off, a known name, name+key, "name+key url"."""
+    words = text.split()
+    if not words or words == ["off"]:
+        return None
+    if len(words) > 2:
+        raise ValueError(f"{text!r}: want off, sum.golang.org, name+key or \"name+key url\"")
+    key, url = words[0], words[1] if len(words) == 2 else ""
+    if key == "sum.golang.google.cn":
+        key, url = KNOWN_SUMDB_KEYS["sum.golang.org"], url or "https://sum.golang.google.cn"
+    key = KNOWN_SUMDB_KEYS.get(key, key)
+    if not re.fullmatch(r"[^+\s]+\+[0-9a-f]{8}\+[A-Za-z0-9+/]+=*", key):
+        raise ValueError(f"{words[0]!r} is not a known checksum database or a name+hash+key verifier key")
+    if url:
+        url = _check_url(url)
+    from .note import Verifier
+
+    return GoSumDB(Verifier(key).name, key, url)  # NoteError (a ValueError) for a bad key
+
+
+def _parse_patterns(text: str) -> tuple[str, ...]:
+    from .patterns import compile_pattern
+
+    patterns = parse_list(text)
+    for p in patterns:
+        compile_pattern(p)
+    return patterns
+
+
 @dataclass(frozen=True)
 class Config:
     """Config is every setting of the proxy, built once by cli.py and passed to each module."""
@@ -59,6 +106,8 @@ class Config:
     shutdown_timeout: float = 10.0
     log_level: str = "info"
     private_upstreams: tuple[PrivateUpstream, ...] = ()
+    gosumdb: GoSumDB | None = None
+    gonosumdb: tuple[str, ...] = ()
 
 
 # Go duration syntax: one or more <number><unit>, e.g. 1h30m, 100ms, 720h, 1.5s.
@@ -293,6 +342,10 @@ OPTIONS: list[Option] = [
            "debug, info, warning or error"),
     Option("private_upstreams", None, None, "private_upstreams", _no_scalar,
            "modules routed to private upstreams (file only)", parse_structured=_parse_private_upstreams),
+    Option("gosumdb", "gosumdb", "GOSUMDB", "gosumdb", parse_gosumdb,
+           "checksum database to verify zips and go.mod files against (off, sum.golang.org, name+key [url])"),
+    Option("gonosumdb", "gonosumdb", "GONOSUMDB", "gonosumdb", _parse_patterns,
+           "comma-separated module patterns never verified (GONOSUMDB syntax)"),
 ]
 
 # Options that only choose the config file: they are read before the file is.

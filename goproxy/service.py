@@ -10,11 +10,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from . import dirhash
 from .cache import Cache
 from .config import Config
-from .errors import NotFound, ProxyError, StorageError, TransientError, UpstreamError
+from .errors import ChecksumError, NotFound, ProxyError, StorageError, TransientError, UpstreamError
 from .modpath import Artifact, SumdbRequest, unescape_path
+from .patterns import match_any
 from .singleflight import SingleFlight
+from .sumdb import SumDB
 from .transport import Response
 from .upstream import Upstreams
 
@@ -67,6 +70,8 @@ class Service:
         self._nf_lock = threading.Lock()
         # fetch_zip streams a zip from upstream into the cache; download.py may replace it.
         self.fetch_zip: Callable[[Artifact, str], None] = self._fetch_zip_stream
+        # sumdb, when set (-gosumdb), verifies every zip and go.mod before it is committed.
+        self.sumdb: SumDB | None = None
 
     def serve(self, req: Artifact | SumdbRequest) -> Reply:
         """serve returns the reply for a parsed request; raises a ProxyError subclass on failure."""
@@ -156,7 +161,7 @@ class Service:
             if isinstance(req, Artifact) and req.kind == "zip":
                 self.fetch_zip(req, upstream_path)
             else:
-                data = self.upstreams.fetch(upstream_path, _read_small, module)
+                data = self.upstreams.fetch(upstream_path, self._read_verified(req), module)
                 _validate(req, data)
                 self.cache.write(req.key, data, mtime=self.clock())
         except NotFound as exc:
@@ -181,8 +186,38 @@ class Service:
                     if size > MAX_ZIP_SIZE:
                         raise UpstreamError(f"{resp.url}: zip larger than {MAX_ZIP_SIZE} bytes")
                     f.write(chunk)
+                f.flush()
+                self.verify_zip_file(req, f.name)
 
         self.upstreams.fetch(upstream_path, consume, req.module)
+
+
+    def needs_verification(self, module: str) -> bool:
+        """needs_verification: -gosumdb is on and module is neither in -gonosumdb nor private."""
+        return (self.sumdb is not None and not match_any(self.config.gonosumdb, module)
+                and self.upstreams.private_route(module) is None)
+
+    def verify_zip_file(self, req: Artifact, path: str) -> None:
+        """verify_zip_file checks a downloaded, not yet committed zip against the checksum
+        database; raises ChecksumError (nothing may be committed then) or UpstreamError."""
+        if self.sumdb is None or not self.needs_verification(req.module):
+            return
+        try:
+            got = dirhash.hash_zip(path, f"{req.module}@{req.version}/")
+        except ValueError as exc:
+            raise ChecksumError(f"{req.module}@{req.version}: invalid module zip: {exc}") from None
+        self.sumdb.check(req.module, req.version, False, got)
+
+    def _read_verified(self, req: Artifact | SumdbRequest) -> Callable[[Response], bytes]:
+        """_read_verified reads a small answer; a go.mod is checked against the checksum database."""
+        def consume(resp: Response) -> bytes:
+            data = _read_small(resp)
+            if (isinstance(req, Artifact) and req.kind == "mod" and self.sumdb is not None
+                    and self.needs_verification(req.module)):
+                self.sumdb.check(req.module, req.version, True, dirhash.hash_gomod(data))
+            return data
+
+        return consume
 
 
 def _read_small(resp: Response) -> bytes:
