@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: run test lint typecheck compat check clean zipapp
+.PHONY: run test lint typecheck compat check clean zipapp bench
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ compat: $(VENV)/.dev
 	$(BIN)/vermin -t=3.9- --no-tips --violations goproxy goproxy.py
 
 check: lint typecheck compat test
+
+# Benchmarks against nginx and the direct upstream (not part of make test): bench/results.md.
+bench: $(VENV)/.dev
+	@command -v nginx >/dev/null && command -v wrk >/dev/null && command -v curl >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk curl)
+	$(BIN)/python bench/run.py
 
 # dist/goproxy.pyz: one file with the optional packages bundled (pure Python: compiled
 # extensions are dropped, PyYAML falls back to its pure-Python loader). Runs on Python 3.9+.

@@ -1,0 +1,278 @@
+"""make bench: goproxy measured against nginx and the direct upstream, on loopback, in one run.
+
+Prints one markdown table and writes it to bench/results.md. Every figure is a ratio of two
+measurements taken in the same run, so the machine's speed cancels out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support import gotestproxy  # noqa: E402
+from tests.support.gotestproxy import GoTestProxy, go_env  # noqa: E402
+from tests.support.proc import Proc  # noqa: E402
+
+BIG_ZIP = 200 << 20
+
+
+@dataclass
+class Row:
+    """Row is one line of the results table."""
+
+    what: str
+    ours: str
+    theirs: str
+    ratio: float
+    goal: str
+    ok: bool
+
+
+def go_binary() -> str:
+    for c in (Path(sys.executable).parent / "go", shutil.which("go")):
+        if c and os.path.exists(c):
+            return str(c)
+    sys.exit("bench: the go command is missing (make bench installs the dev requirements)")
+
+
+def module_set(go: str, upstream: str, work: Path, goroot: Path) -> list[str]:
+    """module_set is every module version of Go's test proxy that downloads cleanly."""
+    candidates = []
+    for f in sorted((goroot / "src/cmd/go/testdata/mod").glob("*.txt")):
+        name = f.name[:-4]
+        i = name.rfind("_v")
+        if i < 0:
+            continue
+        path, version = name[:i].replace("_", "/"), name[i + 1:]
+        if "!" in path or "!" in version or path.startswith("golang.org/toolchain"):
+            continue
+        candidates.append(f"{path}@{version}")
+    env = go_env(work, upstream, modcache="probe")
+    proc = subprocess.run([go, "mod", "download", "-json", *candidates], env=env, cwd=work,
+                          capture_output=True, text=True, timeout=600)
+    good, dec, pos, out = [], json.JSONDecoder(), 0, proc.stdout
+    while pos < len(out.strip()):
+        while out[pos].isspace():
+            pos += 1
+        obj, pos = dec.raw_decode(out, pos)
+        if "Error" not in obj:
+            good.append(f"{obj['Path']}@{obj['Version']}")
+    return good
+
+
+def timed_download(go: str, work: Path, goproxy: str, mods: list[str], tag: str) -> float:
+    env = go_env(work, goproxy, modcache=f"modcache-{tag}")
+    shutil.rmtree(work / f"modcache-{tag}", ignore_errors=True)
+    started = time.perf_counter()
+    proc = subprocess.run([go, "mod", "download", *mods], env=env, cwd=work, capture_output=True, text=True,
+                          timeout=900)
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        sys.exit(f"bench: go mod download via {goproxy} failed:\n{proc.stderr[-2000:]}")
+    subprocess.run(["chmod", "-R", "u+w", str(work / f"modcache-{tag}")], check=False)
+    return elapsed
+
+
+def best_of(n: int, fn: Callable[[], float]) -> float:
+    return min(fn() for _ in range(n))
+
+
+class Nginx:
+    """Nginx serves root as static files on 127.0.0.1:port."""
+
+    def __init__(self, root: Path, work: Path, port: int) -> None:
+        conf = work / "nginx.conf"
+        conf.write_text(f"""
+worker_processes 2;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log;
+daemon off;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 100000;
+  types {{ application/json info; application/zip zip; text/plain mod list; }}
+  default_type text/plain;
+  server {{
+    listen 127.0.0.1:{port};
+    root {root};
+    location / {{ try_files $uri =404; }}
+  }}
+}}
+""")
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(work)], stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while subprocess.run(["curl", "-fs", "-o", "/dev/null", self.url + "/"], check=False).returncode not in (0, 22):
+            if time.monotonic() > deadline:
+                sys.exit("bench: nginx did not start")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGQUIT)
+        self.proc.wait(10)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wrk(url: str, connections: int, seconds: int = 5, script: Path | None = None) -> tuple[float, float, float, float]:
+    """wrk returns (requests/s, bytes/s, p50 ms, p99 ms)."""
+    cmd = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s", "--latency"]
+    if script:
+        cmd += ["-s", str(script)]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=seconds + 60).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    tr = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", out)
+    unit = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30}[tr.group(2)]  # type: ignore[union-attr]
+    p = dict(re.findall(r"\s(50|99)%\s+([\d.]+\w+)", out))
+    return rps, float(tr.group(1)) * unit, _ms(p.get("50", "0ms")), _ms(p.get("99", "0ms"))  # type: ignore[union-attr]
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if not m:
+        return 0.0
+    return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+
+
+def peak_rss_mb(pid: int) -> float:
+    text = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", text).group(1)) / 1024  # type: ignore[union-attr]
+
+
+def start_proxy(cache: Path, upstream: str, log: Path, *extra: str) -> tuple[Proc, str]:
+    env = {"PATH": os.environ["PATH"]}
+    p = Proc(["-host", "127.0.0.1", "-port", "0", "-cache", str(cache), "-upstream", upstream, *extra], env=env)
+    port = int(p.wait_line(r"Set GOPROXY=http://localhost:(\d+),direct").group(1))
+    return p, f"http://127.0.0.1:{port}"
+
+
+def main() -> int:
+    for tool in ("nginx", "wrk", "curl"):
+        if not shutil.which(tool):
+            sys.exit(f"bench: {tool} is missing (make bench installs it with apt-get)")
+    go = go_binary()
+    goroot = Path(subprocess.run([go, "env", "GOROOT"], capture_output=True, text=True, check=True).stdout.strip())
+    work = Path(tempfile.mkdtemp(prefix="goproxy-bench-"))
+    work.chmod(0o755)  # nginx workers run as an unprivileged user
+    rows: list[Row] = []
+    notes: list[str] = []
+    upstream = GoTestProxy(gotestproxy.build(go, goroot), goroot)
+    procs: list[Proc] = []
+    nginx: Nginx | None = None
+    try:
+        mods = module_set(go, upstream.url, work, goroot)
+        print(f"bench: {len(mods)} module versions", file=sys.stderr)
+        cache = work / "cache"
+
+        # 4. Cold fetch: through the proxy (empty cache) vs straight from the upstream.
+        direct = best_of(3, lambda: timed_download(go, work, upstream.url, mods, "direct"))
+        colds = []
+        for i in range(3):
+            shutil.rmtree(cache, ignore_errors=True)
+            p, url = start_proxy(cache, upstream.url, work / f"cold{i}.log")
+            colds.append(timed_download(go, work, url, mods, "cold"))
+            p.stop()
+        cold = min(colds)
+        rows.append(Row(f"cold `go mod download` of {len(mods)} versions vs direct upstream",
+                        f"{cold:.2f}s", f"{direct:.2f}s", cold / direct, "≤ 1.15×", cold / direct <= 1.15))
+
+        # Warm cache: the proxy vs nginx serving the same directory.
+        big = cache / "example.com/big/@v/v1.0.0.zip"
+        big.parent.mkdir(parents=True, exist_ok=True)
+        with open(big, "wb") as f:
+            for _ in range(BIG_ZIP >> 20):
+                f.write(os.urandom(1 << 20))
+        p, url = start_proxy(cache, upstream.url, work / "warm.log")
+        procs.append(p)
+        nginx = Nginx(cache, work, free_port())
+        warm = best_of(3, lambda: timed_download(go, work, url, mods, "warm"))
+        warm_ng = best_of(3, lambda: timed_download(go, work, nginx.url, mods, "nginx"))  # type: ignore[union-attr]
+        rows.append(Row(f"warm `go mod download` of {len(mods)} versions vs nginx", f"{warm:.2f}s",
+                        f"{warm_ng:.2f}s", warm / warm_ng, "≤ 1.10×", warm / warm_ng <= 1.10))
+
+        # 2. Cache-hit throughput for .info/.mod with keep-alive.
+        small = [m for m in mods if "+" not in m][:20]
+        script = work / "paths.lua"
+        paths = []
+        for m in small:
+            path, version = m.split("@")
+            paths += [f"/{path}/@v/{version}.info", f"/{path}/@v/{version}.mod"]
+        script.write_text("local paths = {" + ",".join(json.dumps(x) for x in paths) + "}\nlocal i = 0\n"
+                          "request = function()\n  i = i % #paths + 1\n  return wrk.format('GET', paths[i])\nend\n")
+        lat = []
+        for conns in (16, 64):
+            ours = wrk(url, conns, script=script)
+            theirs = wrk(nginx.url, conns, script=script)
+            lat.append((conns, ours))
+            ratio = ours[0] / theirs[0]
+            rows.append(Row(f".info/.mod hits, {conns} keep-alive connections (req/s) vs nginx",
+                            f"{ours[0]:.0f}", f"{theirs[0]:.0f}", ratio, "≥ 0.25×", ratio >= 0.25))
+        rss_small = peak_rss_mb(p.proc.pid)
+
+        # 3. Large-zip hit throughput.
+        ours = wrk(url + "/example.com/big/@v/v1.0.0.zip", 4, seconds=8)
+        theirs = wrk(nginx.url + "/example.com/big/@v/v1.0.0.zip", 4, seconds=8)
+        ratio = ours[1] / theirs[1]
+        rows.append(Row("200 MB zip hits, 4 connections (MB/s) vs nginx", f"{ours[1] / 2**20:.0f}",
+                        f"{theirs[1] / 2**20:.0f}", ratio, "≥ 0.8×", ratio >= 0.8))
+        rss_big = peak_rss_mb(p.proc.pid)
+
+        # 5. Parallel Range downloads, when the downloader is there.
+        try:
+            from bench import parallel  # type: ignore[attr-defined]
+        except ImportError:
+            notes.append("Parallel Range (4 vs 1 connections): bench/parallel.py is not there yet.")
+        else:
+            one, four = parallel.measure(work)
+            ratio = one / four
+            rows.append(Row("parallel Range download, 4 connections vs 1 (capped per connection)",
+                            f"{four:.2f}s", f"{one:.2f}s", ratio, "≥ 3.5×", ratio >= 3.5))
+
+        # 6. Memory and latency.
+        notes.append(f"Peak RSS of the proxy: {rss_small:.0f} MB after the .info/.mod runs, "
+                     f"{rss_big:.0f} MB after the 200 MB zip runs.")
+        for conns, (_, _, p50, p99) in lat:
+            notes.append(f"Hit latency at {conns} connections: p50 {p50:.2f} ms, p99 {p99:.2f} ms.")
+    finally:
+        for p in procs:
+            p.stop()
+        if nginx:
+            nginx.stop()
+        upstream.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    table = ["| figure | goproxy | reference | ratio | goal | met |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        table.append(f"| {r.what} | {r.ours} | {r.theirs} | {r.ratio:.2f}× | {r.goal} | {'yes' if r.ok else 'NO'} |")
+    text = "\n".join(table) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    print(text)
+    stamp = time.strftime("%Y-%m-%d")
+    header = f"# Benchmark results ({stamp}, {os.cpu_count()} cores, Python {sys.version.split()[0]})\n\n"
+    (ROOT / "bench" / "results.md").write_text(header + text + (ROOT / "bench" / "NOTES.md").read_text()
+                                               if (ROOT / "bench" / "NOTES.md").exists() else header + text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
