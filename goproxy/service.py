@@ -76,7 +76,7 @@ class Service:
     def serve(self, req: Artifact | SumdbRequest) -> Reply:
         """serve returns the reply for a parsed request; raises a ProxyError subclass on failure."""
         if isinstance(req, SumdbRequest):
-            if req.name not in self.config.sumdbs:
+            if req.name not in self.config.sumdbs and not (self.sumdb and req.name == self.sumdb.db.name):
                 raise NotFound(f"checksum database {req.name} is not proxied here")
             if req.path == "supported":
                 return Reply("text/plain; charset=utf-8", "no-cache", 0, "local")
