@@ -49,10 +49,7 @@ def format_tree(tree: Tree) -> str:
 
 
 def parse_tree(text: str) -> Tree:
-    """parse_tree parses "go.sum database tree\\nN\\nhash\\n" (extra lines are ignored).
-
-    Raises TlogError if text is not such a tree description.
-    """
+    """parse_tree parses "go.sum database tree\\nN\\nhash\\n", ignoring later lines; raises TlogError otherwise."""
     if not text.startswith(_TREE_PREFIX) or text.count("\n") < 3 or len(text) > 1_000_000:
         raise TlogError("malformed tree note")
     lines = text.split("\n", 3)
@@ -68,10 +65,7 @@ def parse_tree(text: str) -> Tree:
 
 
 def parse_record(msg: bytes) -> tuple[int, bytes, bytes]:
-    """parse_record splits a lookup response into (record id, record text, rest: the tree note).
-
-    Raises TlogError for a malformed id, or text that is not UTF-8 lines ended by a blank line.
-    """
+    """parse_record splits a lookup response into (id, text, tree note); raises TlogError if malformed."""
     first, nl, msg = msg.partition(b"\n")
     i = msg.find(b"\n\n")
     text, rest = msg[: i + 1], msg[i + 2 :]
@@ -119,10 +113,7 @@ def split_stored_hash_index(index: int) -> tuple[int, int]:
 
 
 def stored_hashes(n: int, data: bytes, reader: HashReader) -> list[bytes]:
-    """stored_hashes returns the hashes to store at stored_hash_index(0, n) when appending record n.
-
-    reader supplies the earlier hashes of the subtrees that record n completes.
-    """
+    """stored_hashes returns the hashes to store from stored_hash_index(0, n) on when appending record n."""
     h = record_hash(data)
     m = _trailing_zeros(n + 1)
     old = _read(reader, [stored_hash_index(i, (n >> i) - 1) for i in range(m - 1, -1, -1)])
@@ -226,10 +217,7 @@ def _run_record_proof(p: Sequence[bytes], lo: int, hi: int, n: int, leaf: bytes)
 
 
 def check_record(proof: Sequence[bytes], t: int, th: bytes, n: int, h: bytes) -> None:
-    """check_record checks that proof shows the tree of size t and hash th has record n with hash h.
-
-    Raises TlogError when it does not.
-    """
+    """check_record raises TlogError unless proof shows tree (t, th) has record n with hash h."""
     if t < 0 or n < 0 or n >= t:
         raise TlogError(f"invalid inputs in check_record({t}, {n})")
     if _run_record_proof(proof, 0, t, n, h) != th:
@@ -276,10 +264,7 @@ def _run_tree_proof(p: Sequence[bytes], lo: int, hi: int, n: int, old: bytes) ->
 
 
 def check_tree(proof: Sequence[bytes], t: int, th: bytes, n: int, h: bytes) -> None:
-    """check_tree checks that proof shows the tree of size t and hash th extends the tree of size n, hash h.
-
-    Raises TlogError when it does not.
-    """
+    """check_tree raises TlogError unless proof shows tree (t, th) extends the tree (n, h)."""
     if t < 1 or n < 1 or n > t:
         raise TlogError(f"invalid inputs in check_tree({t}, {n})")
     if _run_tree_proof(proof, 0, t, n, h) != (h, th):
@@ -288,10 +273,7 @@ def check_tree(proof: Sequence[bytes], t: int, th: bytes, n: int, h: bytes) -> N
 
 @dataclasses.dataclass(frozen=True)
 class Tile:
-    """Tile is a tile of height h at level l, number n, holding w hashes (w == 2**h when complete).
-
-    Level -1 is the data tile of raw records ("tile/H/data/...").
-    """
+    """Tile is tile n of height h at level l (-1: record data), holding w hashes (2**h when complete)."""
 
     h: int
     l: int  # noqa: E741 - Go's field name, matching the tile path
@@ -314,10 +296,7 @@ _TILE_PATH = re.compile(r"tile/([0-9]{1,2})/(data|[0-9]{1,2})/((?:x[0-9]{3}/){0,
 
 
 def parse_tile_path(path: str) -> Tile:
-    """parse_tile_path parses a tile path; like Go's tlog.ParseTilePath it accepts only canonical ones.
-
-    Raises TlogError for anything else.
-    """
+    """parse_tile_path parses a canonical tile path as Go's tlog.ParseTilePath; raises TlogError otherwise."""
     m = _TILE_PATH.fullmatch(path)
     if m:
         h, partial = int(m[1]), m[4] is not None
@@ -356,10 +335,7 @@ def _tile_hash(data: bytes) -> bytes:
 
 
 def hash_from_tile(tile: Tile, data: bytes, index: int) -> bytes:
-    """hash_from_tile returns the hash at stored index from tile's data (tile holds index, maybe wider).
-
-    Raises TlogError for an invalid tile, data shorter than the tile or an index outside it.
-    """
+    """hash_from_tile returns the hash at index from tile's data; raises TlogError if tile does not hold it."""
     if not (1 <= tile.h <= 30 and 0 <= tile.l < 64 and 1 <= tile.w <= 1 << tile.h):
         raise TlogError(f"invalid tile {tile.path()}")
     if len(data) < tile.w * HASH_SIZE:
@@ -407,11 +383,7 @@ class TileHashReader:
         return self.read_hashes(indexes)
 
     def read_hashes(self, indexes: Sequence[int]) -> list[bytes]:
-        """read_hashes returns the hashes at stored indexes, each proven to be in the tree.
-
-        Raises TlogError for an index outside the tree or tiles inconsistent with the tree
-        hash; errors raised by fetch_tile pass through.
-        """
+        """read_hashes returns the hashes at indexes, proven in the tree; raises TlogError if they cannot be."""
         if not indexes:
             return []
         h, size = self.height, self.tree.n
