@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import subprocess
-import threading
 import urllib.request
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import pytest
 
 from goproxy import note, tlog
 from goproxy.tlog import Tile, TileHashReader, TlogError, Tree
+from tests.support.gotestproxy import GoTestProxy
 
 
 class Log:
@@ -373,29 +371,10 @@ def test_tile_reader_detects_fork_against_older_tree() -> None:
 # Integration: Go's own checksum database test server (cmd/go's test binary run with -proxy).
 
 SUMDB_VKEY = "localhost.localdev/sumdb+00000c67+AcTrnkbUA+TU4heY3hkjiSES/DSQniBqIeQ/YppAUtK6"
-GOTESTPROXY = Path("/tmp/gotestproxy")
-
-
-@pytest.fixture(scope="module")
-def sumdb_url(goroot: Path) -> Iterator[str]:
-    """sumdb_url runs Go's test module proxy and yields its checksum database's base URL."""
-    if not GOTESTPROXY.exists():
-        pytest.skip(f"{GOTESTPROXY} is missing (build: cd $GOROOT/src/cmd/go && go test -c -o {GOTESTPROXY} cmd/go)")
-    proc = subprocess.Popen([str(GOTESTPROXY), "-proxy=127.0.0.1:0"], cwd=goroot / "src/cmd/go",
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stderr is not None
-        url = ""
-        for line in proc.stderr:  # the first line names the address; it arrives before any test runs
-            if "GOPROXY=" in line:
-                url = line.split("GOPROXY=", 1)[1].strip()
-                break
-        assert url, "the Go test proxy exited without printing its address"
-        threading.Thread(target=proc.stderr.read, daemon=True).start()
-        yield url + "/sumdb-direct"
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
+@pytest.fixture
+def sumdb_url(testproxy: GoTestProxy) -> str:
+    """sumdb_url is the base URL of the checksum database of Go's test module proxy."""
+    return testproxy.url + "/sumdb-direct"
 
 
 def fetch(url: str) -> bytes:
