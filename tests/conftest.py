@@ -22,6 +22,7 @@ from goproxy.server import ProxyServer
 from tests.support import gotestproxy
 from tests.support.gotestproxy import GoTestProxy
 from tests.support.proc import Proc
+from tests.support.rawserver import RawServer
 from tests.support.upstream import Upstream
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +54,15 @@ def upstream() -> Iterator[Upstream]:
     up = Upstream()
     yield up
     up.close()
+
+
+@pytest.fixture
+def servers() -> Iterator[list[RawServer]]:
+    """servers collects raw-socket servers a test starts, and closes them afterwards."""
+    made: list[RawServer] = []
+    yield made
+    for s in made:
+        s.close()
 
 
 @pytest.fixture

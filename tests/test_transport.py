@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 
 import pytest
 
 from goproxy.errors import TransientError
 from goproxy.transport import Timeouts, Transport, mask_url
 from tests.support.rawserver import RawServer, response
-
-
-@pytest.fixture
-def servers() -> Iterator[list[RawServer]]:
-    made: list[RawServer] = []
-    yield made
-    for s in made:
-        s.close()
 
 
 def serve(servers: list[RawServer], script) -> RawServer:  # type: ignore[no-untyped-def]

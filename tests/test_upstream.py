@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 
 import pytest
 
@@ -12,14 +11,6 @@ from goproxy.transport import Response, Timeouts, Transport
 from goproxy.upstream import MAX_RETRY_AFTER, Upstream, Upstreams
 from tests.conftest import Sleeps
 from tests.support.rawserver import RawServer, response
-
-
-@pytest.fixture
-def servers() -> Iterator[list[RawServer]]:
-    made: list[RawServer] = []
-    yield made
-    for s in made:
-        s.close()
 
 
 def scripted(servers: list[RawServer], answers: list) -> RawServer:  # type: ignore[type-arg]
