@@ -91,7 +91,7 @@ class Cache:
             try:
                 os.makedirs(os.path.dirname(tmp), mode=0o755, exist_ok=True)
                 return open(tmp, "wb")  # noqa: SIM115 - the caller closes it
-            except FileNotFoundError as exc:
+            except (FileNotFoundError, FileExistsError) as exc:  # makedirs raced an rmdir
                 if attempt == 2:
                     raise _storage_error(key, exc) from exc
             except OSError as exc:

@@ -15,9 +15,12 @@ from queue import SimpleQueue
 from . import __version__
 from . import config as cfg
 from .cache import Cache
+from .cleanup import Housekeeping
 from .config import Config
+from .download import Downloader
 from .errors import ConfigError
 from .metrics import Metrics
+from .progress import Progress, choose_mode
 from .sdnotify import Notifier
 from .server import ProxyServer
 from .service import Service
@@ -97,13 +100,15 @@ def load_config(flags: Mapping[str, str], environ: Mapping[str, str]) -> Config:
     return cfg.build(data, env, flags, file_name=f"config file {path}" if path else "config file")
 
 
-def setup_logging(level: str) -> logging.handlers.QueueListener:
+def setup_logging(level: str, progress: Progress | None = None) -> logging.handlers.QueueListener:
     """setup_logging sends log records to stderr with timestamps; the only place handlers are set.
 
     Request threads only enqueue records; one listener thread writes them, so no request waits
-    on a lock around stderr. Stop the returned listener to flush what is queued.
+    on a lock around stderr. Stop the returned listener to flush what is queued. With a progress
+    display in tty mode, lines are written above its block of bars.
     """
-    handler = logging.StreamHandler(sys.stderr)
+    handler = (progress.handler() if progress is not None and progress.mode == "tty"
+               else logging.StreamHandler(sys.stderr))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     queue: SimpleQueue[logging.LogRecord] = SimpleQueue()
     root = logging.getLogger()
@@ -127,7 +132,7 @@ def build_upstreams(config: Config, metrics: Metrics,
 
 
 def build_server(config: Config, clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], None] = time.sleep) -> ProxyServer:
+                 sleep: Callable[[float], None] = time.sleep, progress: Progress | None = None) -> ProxyServer:
     """build_server wires cache, transport, upstreams and service into a bound (not yet serving)
     server. clock and sleep are injectable for tests."""
     cache = Cache(config.cache_dir)
@@ -137,7 +142,13 @@ def build_server(config: Config, clock: Callable[[], float] = time.time,
     service = Service(config, cache, upstreams, clock=clock)
     if config.gosumdb is not None:
         service.sumdb = SumDB(config.gosumdb, upstreams, cache, metrics)
-    return ProxyServer(config, service, metrics)
+    service.fetch_zip = Downloader(cache, upstreams, config.download_connections, config.max_concurrent_downloads,
+                                   service.verify_zip_file, progress, metrics).fetch
+    server = ProxyServer(config, service, metrics)
+    housekeeping = Housekeeping(config, cache, service.flights.in_flight, clock, metrics)
+    service.on_use = housekeeping.store.record
+    server.background.append(housekeeping)  # started by serve(); stopped by server.stop()
+    return server
 
 
 def log_startup(config: Config, server: ProxyServer) -> None:
@@ -149,6 +160,8 @@ def log_startup(config: Config, server: ProxyServer) -> None:
     log.info("list TTL: %s; not-found TTL: %s", cfg.format_duration(config.list_ttl),
              cfg.format_duration(config.not_found_ttl))
     log.info("checksum databases proxied: %s", ", ".join(config.sumdbs) or "none")
+    log.info("zip downloads: %d connections each, %s at once", config.download_connections,
+             config.max_concurrent_downloads or "unlimited")
     if config.gosumdb is None:
         log.info("checksum verification: off")
     else:
@@ -160,18 +173,20 @@ def log_startup(config: Config, server: ProxyServer) -> None:
         log.info("private modules %s → %s%s", p.pattern, mask_url(p.url), auth)
 
 
-def serve(config: Config, environ: Mapping[str, str]) -> int:
+def serve(config: Config, environ: Mapping[str, str], progress: Progress | None = None) -> int:
     """serve runs the proxy until SIGINT or SIGTERM, then drains and returns 0.
 
     Under systemd (NOTIFY_SOCKET in environ) it reports READY=1 once listening and STOPPING=1
     when a stop begins."""
     notifier = Notifier(environ.get("NOTIFY_SOCKET"))
     try:
-        server = build_server(config)
+        server = build_server(config, progress=progress)
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", config.host or "0.0.0.0", config.port, exc.strerror)
         return 1
     log_startup(config, server)
+    for job in server.background:
+        job.start()
     log.info("Set GOPROXY=http://localhost:%d,direct", server.port)
     stopper: list[threading.Thread] = []
 
@@ -215,8 +230,19 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except ConfigError as exc:
         print(f"goproxy: {exc}", file=sys.stderr)
         return 2
-    listener = setup_logging(config.log_level)
+    progress = Progress(choose_mode(config.progress, sys.stderr.isatty()), sys.stderr)
+    listener = setup_logging(config.log_level, progress)
     try:
-        return serve(config, env)
+        return serve(config, env, progress)
     finally:
         listener.stop()
+
+
+def _cache_command(args: list[str], environ: Mapping[str, str]) -> int:
+    """_cache_command runs `goproxy cache stats|gc` (admin.py, imported only when asked for)."""
+    from .admin import cache_command
+
+    return cache_command(args, environ)
+
+
+SUBCOMMANDS["cache"] = _cache_command

@@ -108,6 +108,12 @@ class Config:
     private_upstreams: tuple[PrivateUpstream, ...] = ()
     gosumdb: GoSumDB | None = None
     gonosumdb: tuple[str, ...] = ()
+    max_cache_age: float = 0.0  # 0: keep unused versions forever
+    cleanup_interval: float = 86400.0
+    max_cache_size: int = 0  # bytes; 0: unlimited
+    download_connections: int = 4  # parallel Range requests per big zip; 1: one stream
+    max_concurrent_downloads: int = 4  # zip downloads at once; 0: unlimited
+    progress: str = "auto"  # auto, tty, lines or off
 
 
 # Go duration syntax: one or more <number><unit>, e.g. 1h30m, 100ms, 720h, 1.5s.
@@ -191,6 +197,13 @@ def _parse_nonneg_int(text: str) -> int:
     return n
 
 
+def _parse_positive_duration(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise ValueError(f"duration {text!r} must be greater than 0")
+    return seconds
+
+
 def _parse_positive_int(text: str) -> int:
     n = int(text)
     if n < 1:
@@ -271,6 +284,13 @@ def _parse_log_level(text: str) -> str:
     return level
 
 
+def _parse_progress(text: str) -> str:
+    mode = text.strip().lower()
+    if mode not in ("auto", "tty", "lines", "off"):
+        raise ValueError(f"invalid progress mode {text!r} (want auto, tty, lines or off)")
+    return mode
+
+
 @dataclass(frozen=True)
 class Option:
     """Option is one row of the options table: one name per layer, a parser and a help line."""
@@ -346,6 +366,19 @@ OPTIONS: list[Option] = [
            "checksum database to verify zips and go.mod files against (off, sum.golang.org, name+key [url])"),
     Option("gonosumdb", "gonosumdb", "GONOSUMDB", "gonosumdb", _parse_patterns,
            "comma-separated module patterns never verified (GONOSUMDB syntax)"),
+    Option("max_cache_age", "max-cache-age", "MAX_CACHE_AGE", "max_cache_age", parse_duration,
+           "remove module versions unused for longer than this (0s: keep forever)"),
+    Option("cleanup_interval", "cleanup-interval", "CLEANUP_INTERVAL", "cleanup_interval",
+           _parse_positive_duration, "how often the cache cleanup runs"),
+    Option("max_cache_size", "max-cache-size", "MAX_CACHE_SIZE", "max_cache_size", parse_size,
+           "evict least recently used versions while the cache is bigger (e.g. 20GB; 0: unlimited)"),
+    Option("download_connections", "download-connections", "DOWNLOAD_CONNECTIONS", "download_connections",
+           _parse_positive_int, "parallel Range requests per zip larger than 512 KiB (1: one stream)"),
+    Option("max_concurrent_downloads", "max-concurrent-downloads", "MAX_CONCURRENT_DOWNLOADS",
+           "max_concurrent_downloads", _parse_nonneg_int,
+           "zip downloads at once; more wait their turn in arrival order (0: unlimited)"),
+    Option("progress", "progress", "PROGRESS", "progress", _parse_progress,
+           "download progress on stderr: auto (tty if a terminal, else lines), tty, lines or off"),
 ]
 
 # Options that only choose the config file: they are read before the file is.

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 from .config import Config
 from .errors import MethodNotAllowed, ProxyError
@@ -22,6 +22,14 @@ access_log = logging.getLogger("goproxy.access")
 ALLOW = "GET, HEAD"
 # Replies larger than this go out with socket.sendfile; smaller ones with one write.
 SENDFILE_MIN = 64 << 10
+
+
+class Background(Protocol):
+    """Background is work beside serving (cache housekeeping): started by cli.serve, stopped by stop()."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 class ProxyServer(ThreadingHTTPServer):
@@ -45,6 +53,8 @@ class ProxyServer(ThreadingHTTPServer):
         self._idle_cond = threading.Condition()
         self._conns: set[socket.socket] = set()
         self._thread: threading.Thread | None = None
+        # background jobs are stopped (in order) once stop() has drained the requests.
+        self.background: list[Background] = []
         super().__init__((config.host, config.port), Handler)
 
     @property
@@ -116,6 +126,8 @@ class ProxyServer(ThreadingHTTPServer):
                 pass
         if self._thread is not None:
             self._thread.join(timeout=5)
+        for job in self.background:
+            job.stop()
         if drained:
             log.info("all requests finished; shutdown complete")
         else:

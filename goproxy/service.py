@@ -24,7 +24,6 @@ from .upstream import Upstreams
 log = logging.getLogger(__name__)
 
 # Largest module zip the go command accepts (golang.org/x/mod/zip MaxZipFile).
-MAX_ZIP_SIZE = 500 << 20
 # Largest .info, .mod, list, @latest or checksum DB answer we keep.
 MAX_SMALL_SIZE = 16 << 20
 # How long a request waits for another request's fetch of the same artifact.
@@ -68,10 +67,14 @@ class Service:
         self.flights: SingleFlight[bool] = SingleFlight()
         self._not_found: dict[str, tuple[float, NotFound]] = {}
         self._nf_lock = threading.Lock()
-        # fetch_zip streams a zip from upstream into the cache; download.py may replace it.
-        self.fetch_zip: Callable[[Artifact, str], None] = self._fetch_zip_stream
+        # fetch_zip(req, upstream_path) downloads a zip into the cache (download.Downloader.fetch,
+        # set by cli.build_server); it verifies with verify_zip_file before committing.
+        self.fetch_zip: Callable[[Artifact, str], None] = _no_zip_fetcher
         # sumdb, when set (-gosumdb), verifies every zip and go.mod before it is committed.
         self.sumdb: SumDB | None = None
+        # on_use, when set, is called with the cache key of every module artifact requested
+        # (before it is served); it must be cheap and never block (usage.UsageStore.record).
+        self.on_use: Callable[[str], None] | None = None
 
     def serve(self, req: Artifact | SumdbRequest) -> Reply:
         """serve returns the reply for a parsed request; raises a ProxyError subclass on failure."""
@@ -87,6 +90,8 @@ class Service:
             upstream_path = f"/sumdb/{req.name}/{req.path}"
         else:
             upstream_path = "/" + req.key
+            if self.on_use is not None:
+                self.on_use(req.key)
         if req.immutable:
             return self._serve_immutable(req, upstream_path)
         return self._serve_mutable(req, upstream_path)
@@ -96,11 +101,12 @@ class Service:
         if reply is not None:
             return reply
         self._check_not_found(req.key)
-        self.flights.do(req.key, lambda: self._fetch(req, upstream_path), WAIT_TIMEOUT)
-        reply = self._open(req, IMMUTABLE_CACHE_CONTROL, "miss")
-        if reply is None:  # evicted between commit and open: rare; fail clean, the client retries
-            raise UpstreamError(f"{req.key} vanished from the cache right after it was fetched")
-        return reply
+        for _ in range(3):  # cache cleanup may remove it between commit and open: fetch again
+            self.flights.do(req.key, lambda: self._fetch(req, upstream_path), WAIT_TIMEOUT)
+            reply = self._open(req, IMMUTABLE_CACHE_CONTROL, "miss")
+            if reply is not None:
+                return reply
+        raise UpstreamError(f"{req.key} vanished from the cache right after it was fetched")
 
     def _serve_mutable(self, req: Artifact | SumdbRequest, upstream_path: str) -> Reply:
         ttl = self.config.list_ttl
@@ -111,20 +117,21 @@ class Service:
             if reply is not None:
                 return reply
         self._check_not_found(req.key)
-        try:
-            self.flights.do(req.key, lambda: self._fetch(req, upstream_path), WAIT_TIMEOUT)
-        except (NotFound, StorageError):
-            raise
-        except ProxyError as exc:
-            reply = self._open(req, control, "stale")
-            if reply is None:
+        for _ in range(3):  # cache cleanup may remove it between commit and open: fetch again
+            try:
+                self.flights.do(req.key, lambda: self._fetch(req, upstream_path), WAIT_TIMEOUT)
+            except (NotFound, StorageError):
                 raise
-            log.warning("serving stale %s: every upstream failed: %s", req.key, exc)
-            return reply
-        reply = self._open(req, control, "miss")
-        if reply is None:
-            raise UpstreamError(f"{req.key} vanished from the cache right after it was fetched")
-        return reply
+            except ProxyError as exc:
+                reply = self._open(req, control, "stale")
+                if reply is None:
+                    raise
+                log.warning("serving stale %s: every upstream failed: %s", req.key, exc)
+                return reply
+            reply = self._open(req, control, "miss")
+            if reply is not None:
+                return reply
+        raise UpstreamError(f"{req.key} vanished from the cache right after it was fetched")
 
     def _open(self, req: Artifact | SumdbRequest, cache_control: str, source: str) -> Reply | None:
         opened = self.cache.open(req.key)
@@ -140,7 +147,8 @@ class Service:
             if entry is None:
                 return
             if entry[0] > now:
-                raise entry[1]
+                # A fresh exception each time: re-raising one object would grow its traceback.
+                raise NotFound(str(entry[1]), status=entry[1].status)
             del self._not_found[key]
 
     def _remember_not_found(self, key: str, exc: NotFound) -> None:
@@ -171,26 +179,9 @@ class Service:
         except ProxyError as exc:
             log.error("fetch %s failed: %s", req.key, exc)
             raise
-        log.info("fetched %s in %.3fs", req.key, time.monotonic() - started)
+        if not (isinstance(req, Artifact) and req.kind == "zip"):  # fetch_zip logs its own line
+            log.info("fetched %s in %.3fs", req.key, time.monotonic() - started)
         return True
-
-    def _fetch_zip_stream(self, req: Artifact, upstream_path: str) -> None:
-        def consume(resp: Response) -> None:
-            with self.cache.writer(req.key) as f:
-                size = 0
-                while True:
-                    chunk = resp.read(1 << 20)
-                    if not chunk:
-                        break
-                    size += len(chunk)
-                    if size > MAX_ZIP_SIZE:
-                        raise UpstreamError(f"{resp.url}: zip larger than {MAX_ZIP_SIZE} bytes")
-                    f.write(chunk)
-                f.flush()
-                self.verify_zip_file(req, f.name)
-
-        self.upstreams.fetch(upstream_path, consume, req.module)
-
 
     def needs_verification(self, module: str) -> bool:
         """needs_verification: -gosumdb is on and module is neither in -gonosumdb nor private."""
@@ -218,6 +209,10 @@ class Service:
             return data
 
         return consume
+
+
+def _no_zip_fetcher(req: Artifact, upstream_path: str) -> None:
+    raise AssertionError("Service.fetch_zip is not set")
 
 
 def _read_small(resp: Response) -> bytes:

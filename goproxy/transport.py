@@ -12,6 +12,7 @@ import urllib.parse
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import TransientError, UpstreamError
 
@@ -48,6 +49,7 @@ class Response:
         self._done = False
         self._complete = False  # the whole body has been read
         self.bytes_read = 0  # body bytes read so far
+        self.upstream: Any = None  # the upstream.Upstream this answer came from, set by Upstreams
 
     def header(self, name: str, default: str = "") -> str:
         """header returns one response header's value, or default."""

@@ -116,13 +116,15 @@ class Upstreams:
                 return up
         return None
 
-    def fetch(self, path: str, consume: Callable[[Response], T], module: str | None = None) -> T:
+    def fetch(self, path: str, consume: Callable[[Response], T], module: str | None = None,
+              headers: Callable[[], dict[str, str]] | None = None) -> T:
         """fetch GETs path ("/mod/@v/list") and returns consume(response) for the first 200.
 
         A module matching a private route is fetched from that upstream alone. consume reads
         the body; it may raise TransientError (retried) or another ProxyError (tried on the
         next upstream). Raises NotFound when every upstream said not found (with the last
-        one's text), else UpstreamError with the last error.
+        one's text), else UpstreamError with the last error. headers, when given, makes the
+        request headers of each attempt (a resumed download asks for what it still lacks).
         """
         route = self.private_route(module) if module else None
         chain = [route] if route else self.upstreams
@@ -130,7 +132,7 @@ class Upstreams:
         all_not_found = True
         for i, up in enumerate(chain):
             try:
-                return self._fetch_one(up, path, consume)
+                return self.fetch_from(up, path, consume, headers)
             except ProxyError as exc:
                 last = exc
                 if not isinstance(exc, NotFound):
@@ -144,16 +146,20 @@ class Upstreams:
             raise UpstreamError(f"{path}: no upstream could serve it (last: {last.status} {last})")
         raise UpstreamError(str(last))
 
-    def _fetch_one(self, up: Upstream, path: str, consume: Callable[[Response], T]) -> T:
+    def fetch_from(self, up: Upstream, path: str, consume: Callable[[Response], T],
+                   headers: Callable[[], dict[str, str]] | None = None) -> T:
+        """fetch_from GETs path from one upstream with retries; consume sees 200 and 206 answers
+        (resp.upstream names up, so more requests can go to the same place)."""
         url = up.url + path
         m = self.metrics
         for attempt in range(1, self.attempts + 1):
             m.upstream_requests.inc(upstream=up.name)
             try:
-                resp = self.transport.get(url, auth=up.auth)
+                resp = self.transport.get(url, headers=headers() if headers else None, auth=up.auth)
+                resp.upstream = up
                 with resp:
                     try:
-                        if resp.status == 200:
+                        if resp.status in (200, 206):
                             return consume(resp)
                         raise classify(resp, resp.read_all(limit=64 << 10))
                     finally:

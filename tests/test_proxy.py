@@ -308,7 +308,8 @@ def test_no_partial_file_is_ever_visible(make_proxy, upstream: Upstream) -> None
     proxy = make_proxy([upstream.url])
     assert get(proxy, path)[0] == 502
     files = [p.name for p in Path(proxy.config.cache_dir).rglob("*") if p.is_file()]
-    assert files == []
+    assert files == ["v1.0.0.zip.part"]  # kept to resume from; never served
+    assert get(proxy, path)[0] == 502
     upstream.fault = None
     assert get(proxy, path)[2] == m.zip
 

@@ -1,0 +1,127 @@
+"""Admin subcommands on a cache directory, safe while a server runs on it: cache stats, cache gc."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Mapping
+
+from . import cli
+from .cache import Cache
+from .cleanup import Cleaner, scan
+from .config import Config, parse_bool
+from .errors import ConfigError
+from .usage import UsageStore
+
+USAGE = """Usage: goproxy cache stats [flags]     modules, versions, bytes and oldest last use
+       goproxy cache gc [-dry-run] [flags] remove what -max-cache-age and -max-cache-size say
+
+Flags are the server's (-cache, -config, -max-cache-age, -max-cache-size; and their environment
+variables), so the commands see the cache and limits the server is configured with.
+"""
+
+
+def cache_command(args: list[str], environ: Mapping[str, str]) -> int:
+    """cache_command runs `cache stats` or `cache gc`; returns 0, 1 (cache error) or 2 (usage)."""
+    if not args or args[0] in ("-h", "-help", "--help", "help"):
+        sys.stdout.write(USAGE)
+        return 0 if args else 2
+    what, rest = args[0], args[1:]
+    if what not in ("stats", "gc"):
+        print(f"goproxy cache: unknown command {what!r}\n{USAGE}", file=sys.stderr, end="")
+        return 2
+    try:
+        flags, extra = cli.parse_flags(rest, booleans=frozenset({"dry-run", "h", "help"}))
+        if {"h", "help"} & flags.keys():
+            sys.stdout.write(USAGE)
+            return 0
+        dry_run = parse_bool(flags.pop("dry-run", "false"))
+        if dry_run and what != "gc":
+            raise ConfigError("flag -dry-run: only cache gc takes it")
+        if extra:
+            raise ConfigError(f"unexpected argument {extra[0]!r}")
+        config = cli.load_config(flags, environ)
+    except (ConfigError, ValueError) as exc:
+        print(f"goproxy cache {what}: {exc}", file=sys.stderr)
+        return 2
+    if not os.path.isdir(config.cache_dir):
+        print(f"goproxy cache {what}: no cache directory at {os.path.abspath(config.cache_dir)}",
+              file=sys.stderr)
+        return 1
+    try:
+        store = UsageStore(config.cache_dir)
+        try:
+            return stats(config, store) if what == "stats" else gc(config, store, dry_run)
+        finally:
+            store.close()
+    except (OSError, sqlite3.Error) as exc:
+        print(f"goproxy cache {what}: {exc}", file=sys.stderr)
+        return 1
+
+
+def stats(config: Config, store: UsageStore) -> int:
+    """stats prints modules, versions, bytes and the oldest last use of the cache; returns 0."""
+    root = os.path.abspath(config.cache_dir)
+    found = scan(root, time.time())
+    known = store.last_used()
+    live = {p: e for p, e in found.entries.items() if e.files}
+    modules = {m for m, _ in live}
+    versions = sum(1 for _, v in live if v)
+    size = sum(e.size for e in live.values())
+    print(f"cache: {root}")
+    print(f"modules: {len(modules)}")
+    print(f"versions: {versions}")
+    print(f"bytes: {size} ({human_size(size)})")
+    uses = [(known.get(p, e.mtime), e.name) for p, e in live.items() if p[1]]
+    if uses:
+        when, name = min(uses)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+        print(f"oldest last use: {stamp} ({ago(time.time() - when)} ago, {name})")
+    else:
+        print("oldest last use: none")
+    print(f"checksum database files: {found.sumdb_files}, {found.sumdb_bytes} bytes "
+          "(under sumdb/; never removed by cleanup)")
+    return 0
+
+
+def gc(config: Config, store: UsageStore, dry_run: bool) -> int:
+    """gc makes one cleanup pass with the configured limits and prints what it removed; returns 0."""
+    if not config.max_cache_age and not config.max_cache_size:
+        print("no -max-cache-age or -max-cache-size set: nothing is due for removal")
+    cleaner = Cleaner(Cache(config.cache_dir), store, time.time, config.max_cache_age, config.max_cache_size)
+    report = cleaner.run(dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    now = time.time()
+    for r in report.removed:
+        print(f"{verb} {r.name}: {r.size} bytes, last used {ago(now - r.last_used)} ago ({r.reason})")
+    print(f"{verb} {sum(1 for r in report.removed if r.version)} versions, {report.freed} bytes "
+          f"({human_size(report.freed)}); {report.skipped} skipped while in use; "
+          f"{report.kept_bytes} bytes ({human_size(report.kept_bytes)}) left")
+    return 0
+
+
+def human_size(n: int) -> str:
+    """human_size renders bytes in decimal units: "1.5 MB"."""
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def ago(seconds: float) -> str:
+    """ago renders a duration coarsely: "3d4h", "5h2m", "40s"."""
+    s = max(0, int(seconds))
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    if d:
+        return f"{d}d{h}h"
+    if h:
+        return f"{h}h{m}m"
+    if m:
+        return f"{m}m{s}s"
+    return f"{s}s"

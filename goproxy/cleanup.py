@@ -1,0 +1,377 @@
+"""Cache cleanup: find module versions on disk, drop those unused past -max-cache-age, then the
+least recently used while over -max-cache-size; the cleanup thread and its usage store."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .cache import PARTIAL_SUFFIXES, Cache
+from .config import Config, format_duration
+from .metrics import Metrics
+from .usage import Pair, UsageStore
+
+log = logging.getLogger(__name__)
+
+# SUMDB_DIR holds checksum database answers and the verified tree head: never cleaned here.
+SUMDB_DIR = "sumdb"
+# Order files of a version are deleted in: the zip first, so a half-done removal leaves
+# small files that are cheap to refetch.
+_DELETE_ORDER = {"zip": 0, "mod": 1, "info": 2}
+# STALE_PARTIAL is the age in seconds after which a partial file is taken as left by a crash:
+# it no longer protects its version, and goes with it.
+STALE_PARTIAL = 86400.0
+_PARTIAL_ARTIFACT = re.compile(r"(.*)\.(info|mod|zip)\.")
+
+
+@dataclass
+class Entry:
+    """Entry is one module version on disk; version "" is the module's @v/list and @latest."""
+
+    module: str
+    version: str
+    # files maps each cache key of the entry to (size, mtime, inode) as scanned.
+    files: dict[str, tuple[int, float, int]] = field(default_factory=dict)
+    # busy is True when a partial file of the entry exists: a download is under way.
+    busy: bool = False
+
+    @property
+    def size(self) -> int:
+        """size is the bytes of the entry's files."""
+        return sum(f[0] for f in self.files.values())
+
+    @property
+    def mtime(self) -> float:
+        """mtime is the newest modification time of the entry's files (its use when unknown)."""
+        return max((f[1] for f in self.files.values()), default=0.0)
+
+    @property
+    def name(self) -> str:
+        """name is "module@version", or "module (list)" for the list entry."""
+        return f"{self.module}@{self.version}" if self.version else f"{self.module} (list)"
+
+    def cache_keys(self) -> set[str]:
+        """keys are every cache key of the entry, on disk or not (a fetch may be creating one)."""
+        if not self.version:
+            return {f"{self.module}/@v/list", f"{self.module}/@latest", *self.files}
+        return {f"{self.module}/@v/{self.version}.{ext}" for ext in _DELETE_ORDER} | set(self.files)
+
+
+@dataclass
+class Scan:
+    """Scan is what is on disk: module entries, and checksum database files counted aside."""
+
+    entries: dict[Pair, Entry] = field(default_factory=dict)
+    # busy_modules have a partial file that names no version: none of their entries is touched.
+    busy_modules: set[str] = field(default_factory=set)
+    sumdb_files: int = 0
+    sumdb_bytes: int = 0
+
+
+def scan(root: str, now: float) -> Scan:
+    """scan walks the cache root and groups artifact files by module version.
+
+    Files that vanish meanwhile are skipped; a partial file (cache.PARTIAL_SUFFIXES) marks its
+    entry busy, or, once older than STALE_PARTIAL at now, is one of its files; sumdb/ is only
+    counted.
+    """
+    found = Scan()
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
+        if rel == SUMDB_DIR or rel.startswith(SUMDB_DIR + "/"):
+            for name in filenames:
+                st = _lstat(os.path.join(dirpath, name))
+                if st is not None:
+                    found.sumdb_files += 1
+                    found.sumdb_bytes += st.st_size
+            continue
+        if rel == ".":
+            continue
+        if os.path.basename(dirpath) == "@v":
+            dirnames[:] = []
+            module = rel[: -len("/@v")]
+            if not module:
+                continue
+            for name in filenames:
+                _add(found, root, module, f"{rel}/{name}", name, True, now)
+        else:
+            for name in filenames:
+                if name.startswith("@latest"):
+                    _add(found, root, rel, f"{rel}/{name}", name, False, now)
+    return found
+
+
+def _add(found: Scan, root: str, module: str, key: str, name: str, in_v: bool, now: float) -> None:
+    if name.endswith(PARTIAL_SUFFIXES):
+        st = _lstat(os.path.join(root, key))
+        if st is None:
+            return
+        if not in_v or name.startswith("list."):
+            version: str | None = ""
+        else:
+            m = _PARTIAL_ARTIFACT.match(name)
+            version = m.group(1) if m else None
+        fresh = st.st_mtime > now - STALE_PARTIAL
+        if version is None:
+            if fresh:
+                found.busy_modules.add(module)
+            return
+        entry = found.entries.setdefault((module, version), Entry(module, version))
+        if fresh:
+            entry.busy = True
+        else:
+            entry.files[key] = (st.st_size, st.st_mtime, st.st_ino)
+        return
+    if not in_v:
+        if name != "@latest":
+            return
+        version = ""
+    elif name == "list":
+        version = ""
+    else:
+        base, dot, ext = name.rpartition(".")
+        if not dot or not base or ext not in _DELETE_ORDER:
+            return
+        version = base
+    st = _lstat(os.path.join(root, key))
+    if st is None:
+        return
+    entry = found.entries.setdefault((module, version), Entry(module, version))
+    entry.files[key] = (st.st_size, st.st_mtime, st.st_ino)
+
+
+def _lstat(path: str) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except OSError:
+        return None
+
+
+@dataclass
+class Removed:
+    """Removed is one entry a pass removed (or, in a dry run, would remove)."""
+
+    module: str
+    version: str
+    size: int
+    last_used: float
+    reason: str  # "age", "size" or "no version left"
+
+    @property
+    def name(self) -> str:
+        """name is "module@version", or "module (list)" for the list entry."""
+        return f"{self.module}@{self.version}" if self.version else f"{self.module} (list)"
+
+
+@dataclass
+class Report:
+    """Report is the outcome of one cleanup pass."""
+
+    removed: list[Removed] = field(default_factory=list)
+    skipped: int = 0  # entries due for removal but in use or being downloaded
+    adopted: int = 0  # entries found on disk that the usage database did not know
+    kept_bytes: int = 0
+    kept_files: int = 0
+
+    @property
+    def freed(self) -> int:
+        """freed is the bytes of the removed entries."""
+        return sum(r.size for r in self.removed)
+
+
+def _sort_key(key: str) -> tuple[int, str]:
+    return _DELETE_ORDER.get(key.rpartition(".")[2], 3), key
+
+
+class Cleaner:
+    """Cleaner removes module versions unused for longer than max_age, then the least recently
+    used while the cache is bigger than max_size (0 disables either).
+
+    It never removes an entry with a fetch in flight (in_flight(key)), a partial file, or a use
+    recorded since the pass began; files go by Cache.delete, so readers keep their open file.
+    """
+
+    def __init__(self, cache: Cache, store: UsageStore, clock: Callable[[], float] = time.time,
+                 max_age: float = 0.0, max_size: int = 0,
+                 in_flight: Callable[[str], bool] = lambda key: False,
+                 metrics: Metrics | None = None) -> None:
+        self.cache = cache
+        self.store = store
+        self.clock = clock
+        self.max_age = max_age
+        self.max_size = max_size
+        self.in_flight = in_flight
+        self.metrics = metrics
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run(self, dry_run: bool = False) -> Report:
+        """run makes one pass (one at a time per Cleaner) and returns what it did.
+
+        A dry run decides the same way but deletes nothing and writes nothing.
+        Raises sqlite3.Error when the usage database cannot be read or written.
+        """
+        with self._lock:
+            return self._pass(dry_run)
+
+    def _pass(self, dry_run: bool) -> Report:
+        started = self.clock()
+        if not dry_run:
+            self.store.flush()
+        found = scan(self.cache.root, started)
+        known = self.store.last_used()
+        report = Report()
+        new = [(m, v, e.mtime) for (m, v), e in found.entries.items() if (m, v) not in known and e.files]
+        report.adopted = len(new)
+        if not dry_run:
+            self.store.adopt(new)
+            self.store.forget([p for p in known if p not in found.entries], before=started)
+        last = {p: known.get(p, e.mtime) for p, e in found.entries.items()}
+        live = {p: e for p, e in found.entries.items() if e.files}
+        versions_before: dict[str, int] = {}
+        for m, v in live:
+            if v:
+                versions_before[m] = versions_before.get(m, 0) + 1
+        touched: set[str] = set()
+
+        def remove(pair: Pair, reason: str) -> bool:
+            entry = live[pair]
+            if self._stop.is_set() or self._busy(entry, found):
+                report.skipped += 1
+                return False
+            if not dry_run and not self._delete(entry, started):
+                report.skipped += 1
+                return False
+            del live[pair]
+            touched.add(entry.module)
+            report.removed.append(Removed(entry.module, entry.version, entry.size, last[pair], reason))
+            return True
+
+        if self.max_age > 0:
+            cutoff = started - self.max_age
+            for pair in sorted(p for p in live if last[p] < cutoff):
+                remove(pair, "age")
+        if self.max_size > 0:
+            total = sum(e.size for e in live.values())
+            for pair in sorted((p for p in live if p[1]), key=lambda p: (last[p], p)):
+                if total <= self.max_size:
+                    break
+                size = live[pair].size
+                if remove(pair, "size"):
+                    total -= size
+        for module in sorted(touched):
+            left = sum(1 for m, v in live if m == module and v)
+            if versions_before.get(module) and not left and (module, "") in live:
+                remove((module, ""), "no version left")
+            if not dry_run:
+                self._prune(module)
+        report.kept_bytes = sum(e.size for e in live.values())
+        report.kept_files = sum(len(e.files) for e in live.values())
+        if self.metrics is not None and not dry_run:
+            self.metrics.cache_bytes.set(report.kept_bytes + found.sumdb_bytes)
+            self.metrics.cache_entries.set(report.kept_files + found.sumdb_files)
+        return report
+
+    def _busy(self, entry: Entry, found: Scan) -> bool:
+        """_busy: a download of the entry is under way, or it was used since the pass began."""
+        if entry.busy or entry.module in found.busy_modules:
+            return True
+        return any(self.in_flight(k) or self.store.used_since_flush(k) for k in entry.cache_keys())
+
+    def _delete(self, entry: Entry, started: float) -> bool:
+        """_delete removes the entry's files unless one was replaced since the scan; True if gone."""
+        complete = True
+        for key in sorted(entry.files, key=_sort_key):
+            size, mtime, ino = entry.files[key]
+            st = _lstat(self.cache.path(key))
+            if st is None:
+                continue
+            if (st.st_ino, st.st_mtime) != (ino, mtime) or self.in_flight(key):
+                complete = False  # a fresh copy arrived: it is in use, leave it
+                continue
+            try:
+                self.cache.delete(key)
+            except OSError as exc:
+                log.warning("cache cleanup: cannot remove %s: %s", key, exc)
+                complete = False
+        if complete:
+            self.store.forget([(entry.module, entry.version)], before=started)
+        return complete
+
+    def _prune(self, module: str) -> None:
+        """_prune removes the module's directories that are now empty, up to the cache root."""
+        path = os.path.join(self.cache.root, *module.split("/"), "@v")
+        while path.startswith(self.cache.root + os.sep):
+            try:
+                os.rmdir(path)
+            except OSError:
+                if os.path.basename(path) != "@v":
+                    break
+            path = os.path.dirname(path)
+
+    def start(self, interval: float) -> Cleaner:
+        """start runs a pass now and then every interval seconds in a daemon thread; returns self."""
+        self._thread = threading.Thread(target=self._loop, args=(interval,), name="goproxy-cleanup",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self, interval: float) -> None:
+        while not self._stop.is_set():
+            try:
+                report = self.run()
+            except (OSError, sqlite3.Error) as exc:
+                log.error("cache cleanup failed: %s", exc)
+            else:
+                log_report(report, dry_run=False)
+            self._stop.wait(interval)
+
+    def stop(self) -> None:
+        """stop ends the cleanup thread (a pass under way stops removing) and waits for it."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+
+def log_report(report: Report, dry_run: bool) -> None:
+    """log_report logs each removed entry and a summary line."""
+    verb = "would remove" if dry_run else "removed"
+    for r in report.removed:
+        log.info("cache cleanup: %s %s (%d bytes, %s)", verb, r.name, r.size, r.reason)
+    if report.removed or report.skipped:
+        log.info("cache cleanup: %s %d entries, %d bytes; skipped %d in use; %d bytes kept",
+                 verb, len(report.removed), report.freed, report.skipped, report.kept_bytes)
+
+
+class Housekeeping:
+    """Housekeeping owns a server's usage store and cleaner: start() runs their threads,
+    stop() ends them with a final flush. Usable (record, run, flush) without start()."""
+
+    def __init__(self, config: Config, cache: Cache, in_flight: Callable[[str], bool],
+                 clock: Callable[[], float] = time.time, metrics: Metrics | None = None) -> None:
+        self.config = config
+        self.store = UsageStore(cache.root, clock)
+        self.cleaner = Cleaner(cache, self.store, clock, config.max_cache_age, config.max_cache_size,
+                               in_flight, metrics)
+
+    def start(self) -> None:
+        """start runs the flush thread and the cleanup thread (a pass now, then every interval)."""
+        self.store.start()
+        self.cleaner.start(self.config.cleanup_interval)
+        age = format_duration(self.config.max_cache_age) if self.config.max_cache_age else "forever"
+        size = f"{self.config.max_cache_size} bytes" if self.config.max_cache_size else "unlimited"
+        log.info("cache cleanup every %s: keep unused versions %s; size limit %s",
+                 format_duration(self.config.cleanup_interval), age, size)
+
+    def stop(self) -> None:
+        """stop ends the cleanup thread, then flushes and closes the usage store."""
+        self.cleaner.stop()
+        self.store.close()

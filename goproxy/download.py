@@ -1,0 +1,387 @@
+"""Zip downloads: parallel Range requests, resume from .part/.tmp after a restart, a FIFO limit."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from .cache import Cache, _storage_error
+from .errors import ProxyError, TransientError, UpstreamError
+from .metrics import Metrics
+from .modpath import Artifact
+from .progress import Progress
+from .transport import Response
+from .upstream import Upstream, Upstreams
+
+log = logging.getLogger(__name__)
+
+# Zips at least this big are fetched with parallel Range requests.
+PARALLEL_MIN = 512 << 10
+# Largest zip the go command accepts (golang.org/x/mod/zip MaxZipFile).
+MAX_ZIP_SIZE = 500 << 20
+_READ = 256 << 10
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
+
+
+@dataclass
+class _State:
+    """_State is what the .state file beside a parallel .tmp records: size, chunking, done chunks."""
+
+    size: int
+    chunk: int
+    validator: str = ""
+    done: set[int] = field(default_factory=set)
+
+    def chunks(self) -> int:
+        return (self.size + self.chunk - 1) // self.chunk
+
+    def dump(self) -> bytes:
+        return json.dumps({"size": self.size, "chunk": self.chunk, "validator": self.validator,
+                           "done": sorted(self.done)}).encode()
+
+    @classmethod
+    def load(cls, data: bytes) -> _State:
+        """load parses a state file; raises ValueError for anything malformed."""
+        d = json.loads(data)
+        state = cls(int(d["size"]), int(d["chunk"]), str(d.get("validator", "")), {int(i) for i in d["done"]})
+        if state.size <= 0 or state.chunk <= 0 or any(not 0 <= i < state.chunks() for i in state.done):
+            raise ValueError("state out of range")
+        return state
+
+
+def _content_range(resp: Response) -> tuple[int, int, int] | None:
+    """_content_range parses "bytes a-b/total"; None when missing or malformed."""
+    m = _CONTENT_RANGE.fullmatch(resp.header("Content-Range").strip())
+    if not m:
+        return None
+    a, b, total = (int(x) for x in m.groups())
+    return (a, b, total) if a <= b < total else None
+
+
+def _validator(resp: Response) -> str:
+    etag = resp.header("ETag")
+    return etag if etag and not etag.startswith("W/") else resp.header("Last-Modified")
+
+
+class _Changed(Exception):
+    """_Changed: a chunk answer does not fit the others (the zip changed upstream); start over.
+
+    Not a ProxyError, so no retry or fallback loop swallows it on the way up to _Job.run."""
+
+
+class _Slots:
+    """_Slots admits at most limit downloads at once (0: unlimited), the rest in arrival order."""
+
+    def __init__(self, limit: int, metrics: Metrics) -> None:
+        self.limit, self.metrics = limit, metrics
+        self._cond = threading.Condition()
+        self._active = 0
+        self._queue: deque[object] = deque()
+
+    def acquire(self, name: str) -> None:
+        with self._cond:
+            if self.limit <= 0 or (self._active < self.limit and not self._queue):
+                self._active += 1
+                self.metrics.downloads_active.set(self._active)
+                return
+            ticket = object()
+            self._queue.append(ticket)
+            self.metrics.downloads_queued.set(len(self._queue))
+            log.info("queued download of %s: %d running, %d waiting", name, self._active, len(self._queue))
+            while self._queue[0] is not ticket or self._active >= self.limit:
+                self._cond.wait()
+            self._queue.popleft()
+            self._active += 1
+            self.metrics.downloads_queued.set(len(self._queue))
+            self.metrics.downloads_active.set(self._active)
+            self._cond.notify_all()
+
+    def release(self) -> None:
+        with self._cond:
+            self._active -= 1
+            self.metrics.downloads_active.set(self._active)
+            self._cond.notify_all()
+
+
+class Downloader:
+    """Downloader fetches module zips into the cache: parallel Range chunks for big zips, one
+    resumable stream otherwise; verify(req, path) runs on the complete file before it is committed."""
+
+    def __init__(self, cache: Cache, upstreams: Upstreams, connections: int = 4, max_concurrent: int = 4,
+                 verify: Callable[[Artifact, str], None] | None = None, progress: Progress | None = None,
+                 metrics: Metrics | None = None) -> None:
+        self.cache, self.upstreams = cache, upstreams
+        self.connections = max(1, connections)
+        self.verify = verify
+        self.progress = progress or Progress("off")
+        self.metrics = metrics or Metrics()
+        self._slots = _Slots(max_concurrent, self.metrics)
+
+    def fetch(self, req: Artifact, upstream_path: str) -> None:
+        """fetch downloads req's zip and commits it; raises ProxyError. Partial work stays on disk."""
+        name = f"{req.module}@{req.version}"
+        self._slots.acquire(name)
+        try:
+            _Job(self, req, upstream_path, name).run()
+        finally:
+            self._slots.release()
+
+
+class _Job:
+    """_Job is one zip download with its files: <final>.part (stream), <final>.tmp + .state (parallel)."""
+
+    def __init__(self, d: Downloader, req: Artifact, path: str, name: str) -> None:
+        self.d, self.req, self.path, self.name = d, req, path, name
+        self.final = d.cache.path(req.key)
+        self.part, self.tmp, self.state_path = self.final + ".part", self.final + ".tmp", self.final + ".state"
+        self.bar = d.progress.start(name)
+        self.lock = threading.Lock()
+
+    def run(self) -> None:
+        os.makedirs(os.path.dirname(self.final), mode=0o755, exist_ok=True)
+        started = time.monotonic()
+        try:
+            for attempt in (1, 2):
+                try:
+                    state = self._load_state()
+                    if state is not None:
+                        self._parallel(state, None)
+                    else:
+                        self.d.upstreams.fetch(self.path, self._first, self.req.module, self._first_headers)
+                    break
+                except _Changed as exc:  # the zip changed upstream mid-download: once more from scratch
+                    if attempt == 2:
+                        raise UpstreamError(str(exc)) from None
+                    log.warning("%s; starting %s over", exc, self.name)
+        except OSError as exc:
+            # The disk refused a write: what is partial cannot grow now and only takes space.
+            self._discard(self.part, self.tmp, self.state_path)
+            raise _storage_error(self.req.key, exc) from exc
+        finally:
+            self.bar.close()
+        size = os.path.getsize(self.final)
+        elapsed = max(time.monotonic() - started, 1e-6)
+        self.d.progress.finished(self.name, size, elapsed)
+
+    @staticmethod
+    def _discard(*paths: str) -> None:
+        for p in paths:
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+
+    # Resume bookkeeping.
+
+    def _load_state(self) -> _State | None:
+        """_load_state returns a usable parallel state, discarding a .tmp/.state that do not match."""
+        try:
+            with open(self.state_path, "rb") as f:
+                state = _State.load(f.read())
+            if os.path.getsize(self.tmp) != state.size:
+                raise ValueError(f"{self.tmp} is not {state.size} bytes")
+            log.info("resuming %s: %d of %d chunks already here", self.name, len(state.done), state.chunks())
+            return state
+        except FileNotFoundError:
+            if os.path.exists(self.tmp):
+                log.warning("discarding %s: no state file beside it", self.tmp)
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            log.warning("discarding partial download of %s: %s", self.name, exc)
+        self._discard(self.tmp, self.state_path)
+        return None
+
+    def _save_state(self, state: _State) -> None:
+        tmp = self.state_path + ".new"
+        with open(tmp, "wb") as f:
+            f.write(state.dump())
+        os.replace(tmp, self.state_path)
+
+    def _part_size(self) -> int:
+        try:
+            return os.path.getsize(self.part)
+        except FileNotFoundError:
+            return 0
+
+    # The first request: learns size and Range support, or resumes a single stream.
+
+    def _first_headers(self) -> dict[str, str]:
+        have = self._part_size()
+        if have:  # ask from one byte back, so a .part that is already complete gets 206, not 416
+            return {"Range": f"bytes={have - 1}-"}
+        if self.d.connections > 1:
+            return {"Range": f"bytes=0-{PARALLEL_MIN - 1}"}
+        return {}
+
+    def _first(self, resp: Response) -> None:
+        have = self._part_size()
+        cr = _content_range(resp) if resp.status == 206 else None
+        if resp.status == 206 and cr is None:
+            log.info("%s: malformed Content-Range %r; downloading in one stream", self.name,
+                     resp.header("Content-Range"))
+            resp.close()
+            self.d.upstreams.fetch_from(resp.upstream, self.path, lambda r: self._stream(r, 0))
+            return
+        if cr is None:  # 200: the whole file, from the start
+            if have:
+                log.info("%s: upstream ignored the Range request; starting over", self.name)
+            self._stream(resp, 0)
+            return
+        start, end, total = cr
+        if total > MAX_ZIP_SIZE:
+            raise UpstreamError(f"{resp.url}: zip of {total} bytes is larger than {MAX_ZIP_SIZE}")
+        self.bar.total = total
+        if have and start == have - 1:
+            log.info("resuming %s from byte %d of %d", self.name, have, total)
+            self._stream(resp, start)
+            return
+        if start != 0:
+            raise TransientError(f"{resp.url}: asked for bytes from {have}, got {start}")
+        if total > PARALLEL_MIN and self.d.connections > 1 and end + 1 == PARALLEL_MIN:
+            state = _State(total, PARALLEL_MIN, _validator(resp))
+            with open(self.tmp, "wb") as f:
+                f.truncate(total)
+            self._save_state(state)
+            self._parallel(state, resp)
+            return
+        if not self._stream(resp, 0):  # the first answer held only the start: stream the rest
+            self.d.upstreams.fetch_from(resp.upstream, self.path, lambda r: self._stream(r, self._part_size() - 1),
+                                        lambda: {"Range": f"bytes={self._part_size() - 1}-"})
+
+    # Single stream into .part.
+
+    def _stream(self, resp: Response, offset: int) -> bool:
+        """_stream writes resp's body into .part at offset (0 truncates); commits when complete
+        and returns True then, False when more is to come."""
+        cr = _content_range(resp) if resp.status == 206 else None
+        if resp.status == 206 and (cr is None or cr[0] != offset):
+            raise TransientError(f"{resp.url}: unexpected Content-Range {resp.header('Content-Range')!r}")
+        total = cr[2] if cr else (int(resp.header("Content-Length")) if resp.header("Content-Length").isdigit()
+                                 else 0)
+        if resp.status == 200:
+            offset = 0
+        self.bar.total = total or self.bar.total
+        self.bar.set(offset)
+        with open(self.part, "r+b" if offset else "wb") as f:
+            f.seek(offset)
+            f.truncate()
+            written = offset
+            while True:
+                data = resp.read(_READ)
+                if not data:
+                    break
+                written += len(data)
+                if written > MAX_ZIP_SIZE:
+                    raise UpstreamError(f"{resp.url}: zip larger than {MAX_ZIP_SIZE} bytes")
+                f.write(data)
+                self.bar.add(len(data))
+        if cr is None or written >= cr[2]:
+            self._commit(self.part, written)
+            return True
+        return False
+
+    # Parallel chunks into .tmp.
+
+    def _parallel(self, state: _State, first: Response | None) -> None:
+        """_parallel fetches the chunks state lacks, first (the answer for chunk 0) included,
+        then commits the .tmp."""
+        self.bar.total = state.size
+        self.bar.set(sum(min(state.chunk, state.size - i * state.chunk) for i in state.done))
+        todo = [i for i in range(state.chunks()) if i not in state.done]
+        if first is not None:
+            up: Upstream = first.upstream
+            self._write_chunk(first, 0, state)
+            todo.remove(0)
+        elif todo:  # resumed after a restart: the first missing chunk finds the upstream
+            i = todo.pop(0)
+            up = self.d.upstreams.fetch(self.path, lambda r: self._chunk_first(r, i, state), self.req.module,
+                                        lambda: self._chunk_headers(i, state))
+
+        def fetch(i: int) -> None:
+            self.d.upstreams.fetch_from(up, self.path, lambda r: self._write_chunk(r, i, state),
+                                        lambda: self._chunk_headers(i, state))
+
+        if todo:
+            with ThreadPoolExecutor(max_workers=self.d.connections, thread_name_prefix="goproxy-chunk") as pool:
+                futures = [pool.submit(fetch, i) for i in todo]
+                try:
+                    for fut in futures:
+                        fut.result()
+                except BaseException:
+                    for fut in futures:  # the chunks finished stay recorded for a later resume
+                        fut.cancel()
+                    raise
+        if len(state.done) != state.chunks():
+            raise UpstreamError(f"{self.name}: {state.chunks() - len(state.done)} chunks missing")
+        self._commit(self.tmp, state.size)
+        os.unlink(self.state_path)
+
+    def _chunk_headers(self, i: int, state: _State) -> dict[str, str]:
+        end = min(state.size, (i + 1) * state.chunk) - 1
+        headers = {"Range": f"bytes={i * state.chunk}-{end}"}
+        if state.validator:
+            headers["If-Range"] = state.validator
+        return headers
+
+    def _chunk_first(self, resp: Response, i: int, state: _State) -> Upstream:
+        self._write_chunk(resp, i, state)
+        return resp.upstream  # type: ignore[no-any-return]
+
+    def _write_chunk(self, resp: Response, i: int, state: _State) -> None:
+        """_write_chunk stores chunk i from a 206 answer at its offset and records it as done."""
+        start = i * state.chunk
+        end = min(state.size, start + state.chunk) - 1
+        cr = _content_range(resp)
+        if resp.status != 206 or cr is None or cr[2] != state.size or cr[0] != start or cr[1] > end:
+            # The file changed upstream (If-Range answered 200) or the answer is not what was asked:
+            # the chunks on disk cannot be trusted to belong together any more.
+            resp.close()
+            self._discard(self.tmp, self.state_path)
+            raise _Changed(f"{resp.url}: chunk {i} answered {resp.status} {resp.header('Content-Range')!r}")
+        fd = os.open(self.tmp, os.O_WRONLY)
+        try:
+            pos = start
+            while pos <= cr[1]:
+                data = resp.read(min(_READ, cr[1] + 1 - pos))
+                if not data:
+                    raise TransientError(f"{resp.url}: chunk {i} cut short at byte {pos}")
+                os.pwrite(fd, data, pos)
+                pos += len(data)
+                self.bar.add(len(data))
+            if cr[1] < end:  # a shorter answer than asked: fetch the rest of this chunk too
+                raise TransientError(f"{resp.url}: chunk {i} ended at {cr[1]}, wanted {end}")
+        finally:
+            os.close(fd)
+        with self.lock:
+            state.done.add(i)
+            self._save_state(state)
+
+    # Commit.
+
+    def _commit(self, path: str, size: int) -> None:
+        """_commit checks size, verifies, fsyncs and renames path into place; on a failed check
+        the partial file is removed (it can never become an artifact)."""
+        actual = os.path.getsize(path)
+        try:
+            if actual != size:
+                raise TransientError(f"{self.name}: downloaded {actual} bytes, expected {size}")
+            if self.d.verify is not None:
+                self.d.verify(self.req, path)
+        except ProxyError:
+            self._discard(path, self.state_path if path == self.tmp else path)
+            raise
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(path, 0o644)
+        os.replace(path, self.final)
+

@@ -1,0 +1,161 @@
+"""Download progress: a live block of bars at the bottom of a TTY, or throttled plain lines."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+# A download reports at most one line per this many seconds when stderr is not a terminal.
+LINE_INTERVAL = 5.0
+# The TTY block is redrawn at most this often.
+REDRAW_INTERVAL = 0.1
+_BAR_WIDTH = 24
+
+
+def human(n: float) -> str:
+    """human renders a byte count as "12.3 MB"."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+class Bar:
+    """Bar is one download's progress; total is 0 until the size is known."""
+
+    def __init__(self, owner: Progress, name: str, now: float) -> None:
+        self.owner, self.name = owner, name
+        self.total = 0
+        self.done = 0
+        self._base = 0  # bytes already on disk when this run started (not counted in the speed)
+        self.started = now
+        self.last_line = now
+        self._lock = threading.Lock()
+
+    def set(self, n: int) -> None:
+        """set records that n bytes are on disk (a resumed download starts above zero)."""
+        with self._lock:
+            self.done = n
+            self._base = n
+        self.owner._changed(self)
+
+    def add(self, n: int) -> None:
+        """add records n more bytes."""
+        with self._lock:
+            self.done += n
+        self.owner._changed(self)
+
+    def close(self) -> None:
+        """close removes the bar."""
+        self.owner._remove(self)
+
+    def render(self, now: float) -> str:
+        """render is the bar's one-line text: name, percent, bytes, speed, ETA."""
+        with self._lock:
+            done, total, base = self.done, self.total, self._base
+        elapsed = max(now - self.started, 1e-6)
+        speed = (done - base) / elapsed
+        if total:
+            pct = min(done / total, 1.0)
+            filled = int(pct * _BAR_WIDTH)
+            eta = (total - done) / speed if speed > 0 else 0
+            return (f"{self.name} [{'#' * filled}{'.' * (_BAR_WIDTH - filled)}] {pct * 100:3.0f}% "
+                    f"{human(done)}/{human(total)} {human(speed)}/s ETA {eta:.0f}s")
+        return f"{self.name} {human(done)} {human(speed)}/s"
+
+
+class Progress:
+    """Progress shows downloads on stream: mode "tty" (live block), "lines", or "off".
+
+    In tty mode, log records must go through handler() so they print above the block.
+    """
+
+    def __init__(self, mode: str, stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.mode, self.stream, self.clock = mode, stream, clock
+        self._bars: list[Bar] = []
+        self._lock = threading.RLock()
+        self._drawn = 0  # lines of the block currently on screen
+        self._last_draw = 0.0
+        self.log = logging.getLogger("goproxy.progress")
+
+    def start(self, name: str) -> Bar:
+        """start adds a bar for a download of name."""
+        bar = Bar(self, name, self.clock())
+        with self._lock:
+            self._bars.append(bar)
+        return bar
+
+    def finished(self, name: str, size: int, seconds: float) -> None:
+        """finished logs the download's completion line: size, duration and speed (in every mode)."""
+        self.log.info("fetched %s.zip: %s in %.3fs (%s/s)", name, human(size), seconds, human(size / seconds))
+
+    def _remove(self, bar: Bar) -> None:
+        with self._lock:
+            if bar in self._bars:
+                self._bars.remove(bar)
+            if self.mode == "tty":
+                self._redraw(force=True)
+
+    def _changed(self, bar: Bar) -> None:
+        now = self.clock()
+        if self.mode == "lines":
+            if now - bar.last_line >= LINE_INTERVAL:
+                bar.last_line = now
+                self.log.info("downloading %s", bar.render(now))
+        elif self.mode == "tty" and now - self._last_draw >= REDRAW_INTERVAL:
+            with self._lock:
+                self._redraw()
+
+    def _clear(self) -> str:
+        # Move up over the block and erase it: cursor up N, then erase to the end of the screen.
+        return f"\x1b[{self._drawn}F\x1b[J" if self._drawn else ""
+
+    def _redraw(self, force: bool = False) -> None:
+        """_redraw repaints the block in one write (caller holds the lock)."""
+        if self.stream is None:
+            return
+        now = self.clock()
+        if not force and now - self._last_draw < REDRAW_INTERVAL:
+            return
+        self._last_draw = now
+        lines = [b.render(now)[:200] for b in self._bars]
+        self.stream.write(self._clear() + "".join(line + "\n" for line in lines))
+        self.stream.flush()
+        self._drawn = len(lines)
+
+    def write_above(self, text: str) -> None:
+        """write_above prints text (ending in a newline) above the block, which is then redrawn."""
+        if self.stream is None:
+            return
+        with self._lock:
+            lines = [b.render(self.clock())[:200] for b in self._bars] if self.mode == "tty" else []
+            self.stream.write(self._clear() + text + "".join(line + "\n" for line in lines))
+            self.stream.flush()
+            self._drawn = len(lines)
+
+    def handler(self) -> logging.Handler:
+        """handler is a logging handler that writes records above the block without tearing it."""
+        return _AboveHandler(self)
+
+
+class _AboveHandler(logging.Handler):
+    def __init__(self, progress: Progress) -> None:
+        super().__init__()
+        self.progress = progress
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.progress.write_above(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+
+def choose_mode(setting: str, isatty: bool) -> str:
+    """choose_mode resolves -progress auto to tty or lines by whether stderr is a terminal."""
+    if setting == "auto":
+        return "tty" if isatty else "lines"
+    return setting

@@ -1,0 +1,211 @@
+"""Last-used times in cache/.usage.db (sqlite3, WAL): hits buffered in memory, written behind."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+log = logging.getLogger(__name__)
+
+# DB_NAME is the usage database's file name under the cache root.
+DB_NAME = ".usage.db"
+# FLUSH_INTERVAL is how often, in seconds, buffered uses are written: what a crash can lose.
+FLUSH_INTERVAL = 2.0
+# BUSY_TIMEOUT is how long a write waits for another process (cache gc) holding the database.
+BUSY_TIMEOUT = 10.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS usage (
+    module TEXT NOT NULL,      -- escaped module path, as on disk
+    version TEXT NOT NULL,     -- escaped version; '' for the module's @v/list and @latest
+    last_used REAL NOT NULL,   -- Unix time of the last request
+    PRIMARY KEY (module, version)
+) WITHOUT ROWID
+"""
+
+Pair = tuple[str, str]
+
+
+def split_key(key: str) -> Pair | None:
+    """split_key maps a cache key to (module, version): "m/@v/v1.0.0.zip" → ("m", "v1.0.0"),
+    "m/@v/list" and "m/@latest" → ("m", ""); None for anything else (sumdb/...)."""
+    if key.endswith("/@latest"):
+        return key[: -len("/@latest")], ""
+    module, sep, name = key.rpartition("/@v/")
+    if not sep or not module:
+        return None
+    if name == "list":
+        return module, ""
+    base, dot, ext = name.rpartition(".")
+    if not dot or not base or ext not in ("info", "mod", "zip"):
+        return None
+    return module, base
+
+
+class UsageStore:
+    """UsageStore records when each module version was last requested.
+
+    record() only stores into a dict (no lock, no database), so the request path never waits
+    on sqlite; flush() writes what was buffered in one transaction. A crash loses at most the
+    uses since the last flush. Safe to share between threads and with other processes (WAL).
+    """
+
+    def __init__(self, root: str, clock: Callable[[], float] = time.time,
+                 flush_interval: float = FLUSH_INTERVAL) -> None:
+        self.path = os.path.join(root, DB_NAME)
+        self.clock = clock
+        self.flush_interval = flush_interval
+        self._pending: dict[str, float] = {}
+        self._db_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._failing = False
+        self._db: sqlite3.Connection | None = None  # opened on first use, so an idle cache gets no file
+
+    def _conn(self) -> sqlite3.Connection:
+        """_conn returns the connection, opening it on first use; call with _db_lock held."""
+        if self._closed:
+            raise sqlite3.ProgrammingError(f"usage database {self.path} is closed")
+        if self._db is None:
+            self._db = self._open()
+        return self._db
+
+    def _open(self) -> sqlite3.Connection:
+        """_open connects and creates the schema; a file that is not a database is moved aside."""
+        try:
+            return self._connect()
+        except sqlite3.OperationalError:  # cannot open, locked: not the file's fault
+            raise
+        except sqlite3.DatabaseError as exc:
+            aside = f"{self.path}.corrupt-{int(time.time())}"
+            log.warning("usage database %s is unreadable (%s); moved to %s and starting afresh",
+                        self.path, exc, aside)
+            os.replace(self.path, aside)
+            for suffix in ("-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path + suffix)
+            return self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None,
+                             check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(_SCHEMA)
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        with contextlib.suppress(OSError):
+            os.chmod(self.path, 0o644)
+        return db
+
+    def record(self, key: str) -> None:
+        """record notes that key was requested now; memory only, never blocks on the database."""
+        self._pending[key] = self.clock()
+
+    def used_since_flush(self, key: str) -> bool:
+        """used_since_flush reports a use of key buffered and not yet flushed."""
+        return key in self._pending
+
+    def flush(self) -> int:
+        """flush writes buffered uses (keeping the later time per version); returns rows written.
+
+        A use recorded while flush runs stays buffered for the next one; none is lost.
+        Raises sqlite3.Error when the database cannot be written (the uses are kept buffered).
+        """
+        pairs: dict[Pair, float] = {}
+        taken: list[tuple[str, float]] = []
+        for key in list(self._pending):  # list(dict) is one atomic C call under the GIL
+            t = self._pending.pop(key, None)
+            if t is None:
+                continue
+            taken.append((key, t))
+            pair = split_key(key)
+            if pair is not None and t > pairs.get(pair, float("-inf")):
+                pairs[pair] = t
+        if not pairs:
+            return 0
+        try:
+            self._write("INSERT INTO usage (module, version, last_used) VALUES (?, ?, ?) "
+                        "ON CONFLICT (module, version) DO UPDATE "
+                        "SET last_used = max(last_used, excluded.last_used)",
+                        [(m, v, t) for (m, v), t in pairs.items()])
+        except BaseException:
+            for key, t in taken:  # put them back unless a newer use arrived meanwhile
+                if self._pending.get(key, float("-inf")) < t:
+                    self._pending[key] = t
+            raise
+        return len(pairs)
+
+    def last_used(self) -> dict[Pair, float]:
+        """last_used returns every (module, version) → last-used time in the database."""
+        with self._db_lock:
+            rows = self._conn().execute("SELECT module, version, last_used FROM usage").fetchall()
+        return {(m, v): t for m, v, t in rows}
+
+    def adopt(self, rows: Iterable[tuple[str, str, float]]) -> None:
+        """adopt inserts (module, version, time) rows for versions the database does not know yet."""
+        self._write("INSERT OR IGNORE INTO usage (module, version, last_used) VALUES (?, ?, ?)", rows)
+
+    def forget(self, pairs: Iterable[Pair], before: float) -> None:
+        """forget deletes the rows of pairs whose last use is earlier than before."""
+        self._write("DELETE FROM usage WHERE module = ? AND version = ? AND last_used < ?",
+                    [(m, v, before) for m, v in pairs])
+
+    def _write(self, sql: str, rows: Iterable[tuple[str, str, float]]) -> None:
+        rows = list(rows)
+        if not rows:
+            return
+        with self._db_lock:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(sql, rows)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def start(self) -> UsageStore:
+        """start runs the flush thread (a daemon) every flush_interval seconds; returns self."""
+        self._thread = threading.Thread(target=self._run, name="goproxy-usage", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_interval):
+            try:
+                self.flush()
+            except sqlite3.Error as exc:
+                if not self._failing:
+                    log.warning("cannot write last-used times to %s (will retry): %s", self.path, exc)
+                self._failing = True
+            else:
+                if self._failing:
+                    log.info("writing last-used times to %s again", self.path)
+                self._failing = False
+
+    def close(self) -> None:
+        """close stops the flush thread, flushes what is buffered and closes the database; idempotent."""
+        if self._closed:
+            return
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        try:
+            self.flush()
+        except sqlite3.Error as exc:
+            log.warning("lost the last-used times of %d artifact(s): %s", len(self._pending), exc)
+        with self._db_lock:
+            self._closed = True
+            if self._db is not None:
+                self._db.close()
+                self._db = None

@@ -1,0 +1,141 @@
+"""Last-used store: key mapping, write-behind flushes, stop flushes, kill -9 leaves a sound database."""
+
+from __future__ import annotations
+
+import http.client
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from goproxy.usage import DB_NAME, UsageStore, split_key
+from tests.conftest import ROOT, FakeClock, get, wait_for
+from tests.support.proc import Proc, start
+from tests.support.upstream import Upstream, generate
+
+
+@pytest.mark.parametrize("key,pair", [
+    ("example.com/m/@v/v1.0.0.zip", ("example.com/m", "v1.0.0")),
+    ("example.com/m/@v/v1.0.0.info", ("example.com/m", "v1.0.0")),
+    ("example.com/!m/v2/@v/v2.0.0-pre.mod.1.mod", ("example.com/!m/v2", "v2.0.0-pre.mod.1")),
+    ("example.com/m/@v/master.info", ("example.com/m", "master")),
+    ("example.com/m/@v/list", ("example.com/m", "")),
+    ("example.com/m/@latest", ("example.com/m", "")),
+    ("sumdb/sum.golang.org/lookup/example.com/m@v1.0.0", None),
+    ("example.com/m/@v/v1.0.0.txt", None),
+])
+def test_split_key_maps_cache_keys_to_module_versions(key: str, pair: tuple[str, str] | None) -> None:
+    assert split_key(key) == pair
+
+
+def rows(db: Path) -> dict[tuple[str, str], float]:
+    con = sqlite3.connect(db, timeout=10)
+    try:
+        return {(m, v): t for m, v, t in con.execute("SELECT module, version, last_used FROM usage")}
+    finally:
+        con.close()
+
+
+def test_record_touches_no_database_until_flush_which_keeps_the_latest_use(tmp_path: Path,
+                                                                           clock: FakeClock) -> None:
+    store = UsageStore(str(tmp_path), clock)
+    store.record("example.com/m/@v/v1.0.0.zip")
+    clock.advance(10)
+    store.record("example.com/m/@v/v1.0.0.info")
+    store.record("example.com/m/@v/list")
+    assert not (tmp_path / DB_NAME).exists()
+    assert store.used_since_flush("example.com/m/@v/list")
+    assert store.flush() == 2
+    assert not store.used_since_flush("example.com/m/@v/list")
+    assert rows(tmp_path / DB_NAME) == {("example.com/m", "v1.0.0"): clock.now, ("example.com/m", ""): clock.now}
+    # An older time arriving later (a slow request) never moves a last use backwards.
+    store.adopt([("example.com/m", "v1.0.0", clock.now - 100)])
+    store._pending["example.com/m/@v/v1.0.0.mod"] = clock.now - 50
+    store.flush()
+    assert rows(tmp_path / DB_NAME)[("example.com/m", "v1.0.0")] == clock.now
+    store.close()
+    assert sqlite3.connect(tmp_path / DB_NAME).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_file_that_is_not_a_database_is_moved_aside_and_rebuilt(tmp_path: Path, clock: FakeClock) -> None:
+    (tmp_path / DB_NAME).write_bytes(b"this is not sqlite" * 100)
+    store = UsageStore(str(tmp_path), clock)
+    store.record("example.com/m/@v/v1.0.0.zip")
+    store.close()
+    assert rows(tmp_path / DB_NAME) == {("example.com/m", "v1.0.0"): clock.now}
+    assert len(list(tmp_path.glob(DB_NAME + ".corrupt-*"))) == 1
+
+
+def test_flush_thread_writes_behind_and_server_stop_flushes_the_rest(make_proxy, upstream: Upstream,
+                                                                    clock: FakeClock) -> None:
+    upstream.add(generate("example.com/a", "v1.0.0"))
+    upstream.add(generate("example.com/b", "v1.0.0"))
+    proxy = make_proxy([upstream.url])
+    hk = proxy.background[0]
+    db = Path(proxy.config.cache_dir) / DB_NAME
+    hk.store.flush_interval = 0.01
+    hk.store.start()
+    assert get(proxy, "/example.com/a/@v/v1.0.0.mod")[0] == 200
+    wait_for(lambda: db.exists() and ("example.com/a", "v1.0.0") in rows(db))
+    hk.store._stop.set()  # no more timed flushes: only the stop can write what follows
+    hk.store._thread.join()
+    clock.advance(5)
+    assert get(proxy, "/example.com/b/@v/v1.0.0.mod")[0] == 200
+    assert ("example.com/b", "v1.0.0") not in rows(db)
+    proxy.stop()
+    assert rows(db)[("example.com/b", "v1.0.0")] == clock.now
+
+
+def test_kill_9_between_flushes_leaves_a_database_that_opens_cleanly(procs: list[Proc], upstream: Upstream,
+                                                                   tmp_path: Path) -> None:
+    mods = [upstream.add(generate(f"example.com/k{i}", "v1.0.0")) for i in range(12)]
+    paths = [f"/example.com/k{i}/@v/v1.0.0.{ext}" for i in range(len(mods)) for ext in ("info", "mod", "zip")]
+    cache = tmp_path / "cache"
+    db = cache / DB_NAME
+    args = ["-host", "127.0.0.1", "-port", "0", "-cache", str(cache), "-upstream", upstream.url]
+    rng = random.Random(7)
+    for round_ in range(3):
+        p, port = start(procs, *args)
+        # A first flush lands, then hits keep coming and the process dies with uses buffered.
+        assert get(port, paths[round_])[0] == 200
+        wait_for(lambda n=round_: db.exists() and len(rows(db)) > n, timeout=30, interval=0.05)
+        stop = threading.Event()
+
+        def client(seed: int, port: int = port, stop: threading.Event = stop) -> None:
+            r = random.Random(seed)
+            while not stop.is_set():
+                try:
+                    get(port, r.choice(paths))
+                except (OSError, http.client.HTTPException):
+                    return
+
+        threads = [threading.Thread(target=client, args=(round_ * 10 + i,), daemon=True) for i in range(10)]
+        for t in threads:
+            t.start()
+        target = upstream.total() + rng.randint(5, 30)
+        wait_for(lambda target=target: upstream.total() >= target, timeout=60, interval=0.001)
+        p.proc.send_signal(signal.SIGKILL)
+        p.proc.wait(10)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        con = sqlite3.connect(db, timeout=10)
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        con.close()
+        assert ("example.com/k0", "v1.0.0") in rows(db)
+    # The cache and its database serve on: the admin command reads it, a new server uses it.
+    out = subprocess.run([sys.executable, str(ROOT / "goproxy.py"), "cache", "stats", "-cache", str(cache)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "modules: " in out.stdout
+    p, port = start(procs, *args)
+    assert get(port, paths[-1])[2] == mods[-1].zip
+    p.proc.send_signal(signal.SIGTERM)
+    assert p.proc.wait(15) == 0
+    assert ("example.com/k11", "v1.0.0") in rows(db)
