@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -29,31 +30,40 @@ PARALLEL_MIN = 512 << 10
 MAX_ZIP_SIZE = 500 << 20
 _READ = 256 << 10
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
 class _State:
-    """_State is what the .state file beside a parallel .tmp records: size, chunking, done chunks."""
+    """_State is what the .state file beside a parallel .tmp records: size, chunking, the
+    upstream's validator and the SHA-256 of each finished chunk (so a resume can check them)."""
 
     size: int
     chunk: int
     validator: str = ""
-    done: set[int] = field(default_factory=set)
+    done: dict[int, str] = field(default_factory=dict)
 
     def chunks(self) -> int:
         return (self.size + self.chunk - 1) // self.chunk
 
+    def span(self, i: int) -> tuple[int, int]:
+        """span is chunk i's first and last byte offsets."""
+        return i * self.chunk, min(self.size, (i + 1) * self.chunk) - 1
+
     def dump(self) -> bytes:
         return json.dumps({"size": self.size, "chunk": self.chunk, "validator": self.validator,
-                           "done": sorted(self.done)}).encode()
+                           "done": {str(i): h for i, h in sorted(self.done.items())}}).encode()
 
     @classmethod
     def load(cls, data: bytes) -> _State:
         """load parses a state file; raises ValueError for anything malformed."""
         d = json.loads(data)
-        state = cls(int(d["size"]), int(d["chunk"]), str(d.get("validator", "")), {int(i) for i in d["done"]})
-        if state.size <= 0 or state.chunk <= 0 or any(not 0 <= i < state.chunks() for i in state.done):
-            raise ValueError("state out of range")
+        done = {int(i): str(h) for i, h in d["done"].items()}
+        state = cls(int(d["size"]), int(d["chunk"]), str(d.get("validator", "")), done)
+        if not 0 < state.size <= MAX_ZIP_SIZE or state.chunk <= 0:
+            raise ValueError("size or chunk out of range")
+        if any(not 0 <= i < state.chunks() or not _SHA256.fullmatch(h) for i, h in done.items()):
+            raise ValueError("malformed chunk list")
         return state
 
 
@@ -188,15 +198,28 @@ class _Job:
                 state = _State.load(f.read())
             if os.path.getsize(self.tmp) != state.size:
                 raise ValueError(f"{self.tmp} is not {state.size} bytes")
+            self._check_chunks(state)
             log.info("resuming %s: %d of %d chunks already here", self.name, len(state.done), state.chunks())
             return state
-        except FileNotFoundError:
-            if os.path.exists(self.tmp):
+        except FileNotFoundError as exc:
+            if exc.filename == self.tmp:
+                log.warning("discarding %s: no %s beside it", self.state_path, self.tmp)
+            elif os.path.exists(self.tmp):
                 log.warning("discarding %s: no state file beside it", self.tmp)
         except (ValueError, KeyError, TypeError, OSError) as exc:
             log.warning("discarding partial download of %s: %s", self.name, exc)
         self._discard(self.tmp, self.state_path)
         return None
+
+    def _check_chunks(self, state: _State) -> None:
+        """_check_chunks forgets the finished chunks whose bytes in .tmp no longer match their hash."""
+        with open(self.tmp, "rb") as f:
+            for i, digest in sorted(state.done.items()):
+                start, end = state.span(i)
+                f.seek(start)
+                if hashlib.sha256(f.read(end + 1 - start)).hexdigest() != digest:
+                    log.warning("%s: chunk %d in %s is damaged; fetching it again", self.name, i, self.tmp)
+                    del state.done[i]
 
     def _save_state(self, state: _State) -> None:
         tmp = self.state_path + ".new"
@@ -293,7 +316,7 @@ class _Job:
         """_parallel fetches the chunks state lacks, first (the answer for chunk 0) included,
         then commits the .tmp."""
         self.bar.total = state.size
-        self.bar.set(sum(min(state.chunk, state.size - i * state.chunk) for i in state.done))
+        self.bar.set(sum(state.span(i)[1] + 1 - state.span(i)[0] for i in state.done))
         todo = [i for i in range(state.chunks()) if i not in state.done]
         if first is not None:
             up: Upstream = first.upstream
@@ -324,8 +347,8 @@ class _Job:
         os.unlink(self.state_path)
 
     def _chunk_headers(self, i: int, state: _State) -> dict[str, str]:
-        end = min(state.size, (i + 1) * state.chunk) - 1
-        headers = {"Range": f"bytes={i * state.chunk}-{end}"}
+        start, end = state.span(i)
+        headers = {"Range": f"bytes={start}-{end}"}
         if state.validator:
             headers["If-Range"] = state.validator
         return headers
@@ -336,8 +359,7 @@ class _Job:
 
     def _write_chunk(self, resp: Response, i: int, state: _State) -> None:
         """_write_chunk stores chunk i from a 206 answer at its offset and records it as done."""
-        start = i * state.chunk
-        end = min(state.size, start + state.chunk) - 1
+        start, end = state.span(i)
         cr = _content_range(resp)
         if resp.status != 206 or cr is None or cr[2] != state.size or cr[0] != start or cr[1] > end:
             # The file changed upstream (If-Range answered 200) or the answer is not what was asked:
@@ -345,6 +367,7 @@ class _Job:
             resp.close()
             self._discard(self.tmp, self.state_path)
             raise _Changed(f"{resp.url}: chunk {i} answered {resp.status} {resp.header('Content-Range')!r}")
+        digest = hashlib.sha256()
         fd = os.open(self.tmp, os.O_WRONLY)
         try:
             pos = start
@@ -353,6 +376,7 @@ class _Job:
                 if not data:
                     raise TransientError(f"{resp.url}: chunk {i} cut short at byte {pos}")
                 os.pwrite(fd, data, pos)
+                digest.update(data)
                 pos += len(data)
                 self.bar.add(len(data))
             if cr[1] < end:  # a shorter answer than asked: fetch the rest of this chunk too
@@ -360,7 +384,7 @@ class _Job:
         finally:
             os.close(fd)
         with self.lock:
-            state.done.add(i)
+            state.done[i] = digest.hexdigest()
             self._save_state(state)
 
     # Commit.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -122,17 +123,29 @@ class Progress:
         if not force and now - self._last_draw < REDRAW_INTERVAL:
             return
         self._last_draw = now
-        lines = [b.render(now)[:200] for b in self._bars]
+        lines = self._block(now)
         self.stream.write(self._clear() + "".join(line + "\n" for line in lines))
         self.stream.flush()
         self._drawn = len(lines)
+
+    def _block(self, now: float) -> list[str]:
+        """_block is the bars' lines, each cut to the terminal's width so none wraps (a wrapped
+        line would throw off the cursor-up count that erases the block)."""
+        if self.mode != "tty":
+            return []
+        try:
+            width = os.get_terminal_size(self.stream.fileno()).columns if self.stream else 0
+        except (OSError, ValueError, AttributeError):
+            width = 0
+        width = width - 1 if width > 10 else 200
+        return [b.render(now)[:width] for b in self._bars]
 
     def write_above(self, text: str) -> None:
         """write_above prints text (ending in a newline) above the block, which is then redrawn."""
         if self.stream is None:
             return
         with self._lock:
-            lines = [b.render(self.clock())[:200] for b in self._bars] if self.mode == "tty" else []
+            lines = self._block(self.clock())
             self.stream.write(self._clear() + text + "".join(line + "\n" for line in lines))
             self.stream.flush()
             self._drawn = len(lines)

@@ -23,7 +23,6 @@ from .upstream import Upstreams
 
 log = logging.getLogger(__name__)
 
-# Largest module zip the go command accepts (golang.org/x/mod/zip MaxZipFile).
 # Largest .info, .mod, list, @latest or checksum DB answer we keep.
 MAX_SMALL_SIZE = 16 << 20
 # How long a request waits for another request's fetch of the same artifact.

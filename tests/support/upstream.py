@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import random
 import threading
+import time
 import zipfile
 from collections import Counter
 from collections.abc import Callable
@@ -69,6 +71,11 @@ class Upstream:
         self.seen_headers: list[tuple[str, dict[str, str]]] = []
         self.fault: Fault | None = None
         self.range_support = True
+        # rate, when set, caps each connection's body at this many bytes per second.
+        self.rate = 0
+        # active is how many requests are being answered now; max_active the most at once.
+        self.active = 0
+        self.max_active = 0
         self.gate: threading.Event | None = None  # when set, requests wait for it before answering
         self.lock = threading.Lock()
         owner = self
@@ -124,10 +131,19 @@ class Upstream:
             return sum(self.hits.values())
 
     def _serve(self, h: BaseHTTPRequestHandler, head: bool) -> None:
-        path = h.path
         with self.lock:
-            self.hits[path] += 1
-            self.seen_headers.append((path, dict(h.headers.items())))
+            self.hits[h.path] += 1
+            self.seen_headers.append((h.path, dict(h.headers.items())))
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+        try:
+            self._answer(h, head)
+        finally:
+            with self.lock:
+                self.active -= 1
+
+    def _answer(self, h: BaseHTTPRequestHandler, head: bool) -> None:
+        path = h.path
         if self.gate is not None:
             self.gate.wait(30)
         if self.fault is not None and self.fault(path, h):
@@ -135,8 +151,13 @@ class Upstream:
         reply = self.routes.get(path) or Reply(404, f"not found: {path}".encode())
         body, status = reply.body, reply.status
         headers = dict(reply.headers)
+        etag = f'"{hashlib.sha256(body).hexdigest()[:16]}"'
+        if status == 200 and self.range_support:
+            headers["ETag"] = etag
         rng = h.headers.get("Range")
-        if rng and status == 200 and self.range_support and rng.startswith("bytes="):
+        if_range = h.headers.get("If-Range")
+        if (rng and status == 200 and self.range_support and rng.startswith("bytes=")
+                and if_range in (None, etag)):
             start_s, _, end_s = rng[6:].partition("-")
             start = int(start_s)
             end = int(end_s) if end_s else len(body) - 1
@@ -158,9 +179,23 @@ class Upstream:
         h.end_headers()
         if not head:
             try:
-                h.wfile.write(body)
+                self._write(h, body)
             except OSError:
                 pass
+
+    def _write(self, h: BaseHTTPRequestHandler, body: bytes) -> None:
+        """_write sends body, paced to self.rate bytes per second when set (a slow link)."""
+        rate = self.rate
+        if not rate:
+            h.wfile.write(body)
+            return
+        step = max(1, rate // 50)
+        started = time.monotonic()
+        for sent in range(0, len(body), step):
+            ahead = started + sent / rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)  # pacing the simulated link, not waiting for an event
+            h.wfile.write(body[sent:sent + step])
 
     def close(self) -> None:
         """close stops the server."""
