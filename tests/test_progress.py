@@ -137,8 +137,8 @@ def test_tty_block_of_bars_with_logs_scrolling_above_on_a_real_pty(upstream: Ups
         os.close(master)
     raw = bytes(out).decode()
     # While both downloaded, the block held one bar per zip, one under the other.
-    assert re.search(r"tty0@v1\.0\.0 \[[#.]+\] +\d+% .*/s ETA \d+s\r?\n(\x1b\[\d*[A-Z])*example\.com/tty1@v1\.0\.0 \[", raw) \
-        or re.search(r"tty1@v1\.0\.0 \[[#.]+\] +\d+% .*/s ETA \d+s\r?\n(\x1b\[\d*[A-Z])*example\.com/tty0@v1\.0\.0 \[", raw)
+    two = r"tty{}@v1\.0\.0 \[[#.]+\] +\d+% .*/s ETA \d+s\r?\n(\x1b\[\d*[A-Z])*example\.com/tty{}@v1\.0\.0 \["
+    assert re.search(two.format(0, 1), raw) or re.search(two.format(1, 0), raw)
     bars = [line for line in re.sub(r"\x1b\[\d*[A-Z]", "", raw).replace("\r", "").split("\n") if " ETA " in line]
     assert bars and all(len(line) < 100 for line in bars), "bars fit the terminal width"
     # What is left on screen is the log alone, every line whole: the bars were erased, never torn.

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import random
+import socket
 import threading
 import time
 import zipfile
@@ -76,12 +77,17 @@ class Upstream:
         # active is how many requests are being answered now; max_active the most at once.
         self.active = 0
         self.max_active = 0
+        self._etags: dict[bytes, str] = {}
         self.gate: threading.Event | None = None  # when set, requests wait for it before answering
         self.lock = threading.Lock()
         owner = self
 
         class H(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()  # no Nagle delay between headers and body, as real servers do
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
             def do_GET(self) -> None:
                 owner._serve(self, head=False)
@@ -151,7 +157,9 @@ class Upstream:
         reply = self.routes.get(path) or Reply(404, f"not found: {path}".encode())
         body, status = reply.body, reply.status
         headers = dict(reply.headers)
-        etag = f'"{hashlib.sha256(body).hexdigest()[:16]}"'
+        etag = self._etags.get(body)  # a dict: bytes cache their hash, so big bodies are hashed once
+        if etag is None:
+            etag = self._etags[body] = f'"{hashlib.sha256(body).hexdigest()[:16]}"'
         if status == 200 and self.range_support:
             headers["ETag"] = etag
         rng = h.headers.get("Range")
