@@ -143,7 +143,7 @@ def build_server(config: Config, clock: Callable[[], float] = time.time,
     if config.gosumdb is not None:
         service.sumdb = SumDB(config.gosumdb, upstreams, cache, metrics)
     service.fetch_zip = Downloader(cache, upstreams, config.download_connections, config.max_concurrent_downloads,
-                                   service.verify_zip_file, progress, metrics).fetch
+                                   service.verify_zip_file, progress, metrics, clock).fetch
     server = ProxyServer(config, service, metrics)
     housekeeping = Housekeeping(config, cache, service.flights.in_flight, clock, metrics)
     service.on_use = housekeeping.store.record

@@ -127,8 +127,9 @@ class Downloader:
 
     def __init__(self, cache: Cache, upstreams: Upstreams, connections: int = 4, max_concurrent: int = 4,
                  verify: Callable[[Artifact, str], None] | None = None, progress: Progress | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, clock: Callable[[], float] = time.time) -> None:
         self.cache, self.upstreams = cache, upstreams
+        self.clock = clock  # stamps committed zips, as the cache stamps every other artifact
         self.connections = max(1, connections)
         self.verify = verify
         self.progress = progress or Progress("off")
@@ -407,5 +408,7 @@ class _Job:
         finally:
             os.close(fd)
         os.chmod(path, 0o644)
+        now = self.d.clock()
+        os.utime(path, (now, now))
         os.replace(path, self.final)
 

@@ -70,7 +70,9 @@ def test_kill_9_during_concurrent_downloads_leaves_only_complete_artifacts(
         for t in threads:
             t.start()
         target = upstream.total() + rng.randint(5, 40)
-        wait_for(lambda target=target: upstream.total() >= target, timeout=60, interval=0.001)
+        # Kill after a random number of upstream requests, or once there is nothing left to fetch.
+        wait_for(lambda target=target: upstream.total() >= target or len(artifacts(cache)) == len(paths),
+                 timeout=60, interval=0.001)
         p.proc.send_signal(signal.SIGKILL)
         p.proc.wait(10)
         stop.set()

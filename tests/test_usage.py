@@ -118,7 +118,9 @@ def test_kill_9_between_flushes_leaves_a_database_that_opens_cleanly(procs: list
         for t in threads:
             t.start()
         target = upstream.total() + rng.randint(5, 30)
-        wait_for(lambda target=target: upstream.total() >= target, timeout=60, interval=0.001)
+        # Kill after a random number of upstream requests, or once everything is cached.
+        wait_for(lambda target=target: upstream.total() >= target or all(
+            (cache / p.lstrip("/")).exists() for p in paths), timeout=60, interval=0.001)
         p.proc.send_signal(signal.SIGKILL)
         p.proc.wait(10)
         stop.set()
