@@ -105,7 +105,9 @@ def _require(scheme: str) -> None:
         import dns.message  # noqa: F401
         import dns.query  # noqa: F401
     except ImportError:
-        raise ValueError(f"{scheme} DNS needs dnspython (pip install dnspython)") from None
+        if scheme == "quic":
+            raise ValueError("quic:// DNS needs dnspython and aioquic (pip install 'dnspython[doq]')") from None
+        raise ValueError(f"{scheme}:// DNS needs dnspython (pip install dnspython)") from None
     if scheme == "quic":
         try:
             import dns.quic
