@@ -18,6 +18,6 @@ USER goproxy
 VOLUME /app/cache
 EXPOSE 12345
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-  CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('PORT', '12345'), timeout=4)"]
+  CMD ["python3", "-c", "import os, urllib.request as u; u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:%s/health' % os.environ.get('PORT', '12345'), timeout=4)"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["python3", "goproxy.py"]

@@ -6,6 +6,7 @@ import logging
 import logging.handlers
 import os
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -20,12 +21,14 @@ from .config import Config
 from .download import Downloader
 from .errors import ConfigError
 from .metrics import Metrics
+from .netproxy import Proxy, parse_proxy_url, proxy_connector
 from .progress import Progress, choose_mode
+from .resolver import Resolver, parse_dns_server
 from .sdnotify import Notifier
 from .server import ProxyServer
 from .service import Service
 from .sumdb import SumDB
-from .transport import Timeouts, Transport, mask_url
+from .transport import Timeouts, Transport, direct_connector, mask_url
 from .upstream import Upstream, Upstreams
 
 log = logging.getLogger("goproxy")
@@ -84,7 +87,7 @@ def usage() -> str:
             default = ",".join(default)
         elif isinstance(default, float):
             default = cfg.format_duration(default)
-        env = f" (env {opt.env})" if opt.env else ""
+        env = f" (env {', '.join(opt.env_names())})" if opt.env else ""
         lines.append(f"  -{opt.flag} value\n        {opt.help}{env} (default {default!r})")
     lines.append(f"  -{cfg.CONFIG_FLAG} file\n        YAML or JSON config file (env {cfg.CONFIG_ENV})")
     lines.append("  -version\n        print the version and exit")
@@ -121,10 +124,28 @@ def setup_logging(level: str, progress: Progress | None = None) -> logging.handl
     return listener
 
 
+def build_transport(config: Config) -> Transport:
+    """build_transport makes the outbound transport from -ca-file, -proxy, -no-proxy and -dns.
+
+    The -dns resolver looks up every outbound host, the proxy's included; its DoH requests go
+    through the proxy, which is then looked up with the system resolver, as is the DNS server's
+    own host name.
+    """
+    tls = ssl.create_default_context(cafile=config.ca_file or None)
+    resolve = None
+    if config.dns:
+        bootstrap = Proxy(config.proxy, config.no_proxy, tls=tls) if config.proxy else None
+        resolve = Resolver(config.dns, cafile=config.ca_file or None, connect=proxy_connector(bootstrap),
+                           timeout=Timeouts().connect).resolve
+    proxy = Proxy(config.proxy, config.no_proxy, resolve=resolve, tls=tls) if config.proxy else None
+    return Transport(timeouts=Timeouts(read=config.upstream_timeout), connector=direct_connector(resolve),
+                     tls=tls, proxy=proxy)
+
+
 def build_upstreams(config: Config, metrics: Metrics,
                     sleep: Callable[[float], None] = time.sleep) -> Upstreams:
     """build_upstreams makes the transport and the ordered, routed upstream list from config."""
-    transport = Transport(timeouts=Timeouts(read=config.upstream_timeout))
+    transport = build_transport(config)
     private = [(p.pattern, Upstream.from_url(p.url, p.headers())) for p in config.private_upstreams]
     return Upstreams([Upstream.from_url(u) for u in config.upstreams], transport,
                      attempts=config.retry_attempts, backoff=config.retry_backoff,
@@ -157,6 +178,7 @@ def log_startup(config: Config, server: ProxyServer) -> None:
     log.info("listening on %s:%d", config.host or "0.0.0.0", server.port)
     log.info("cache directory: %s", os.path.abspath(config.cache_dir))
     log.info("upstreams: %s", ", ".join(mask_url(u) for u in config.upstreams))
+    log_network(config)
     log.info("list TTL: %s; not-found TTL: %s", cfg.format_duration(config.list_ttl),
              cfg.format_duration(config.not_found_ttl))
     log.info("checksum databases proxied: %s", ", ".join(config.sumdbs) or "none")
@@ -173,7 +195,20 @@ def log_startup(config: Config, server: ProxyServer) -> None:
         log.info("private modules %s → %s%s", p.pattern, mask_url(p.url), auth)
 
 
+def log_network(config: Config) -> None:
+    """log_network states the outbound proxy, the hosts that bypass it, and the DNS in use."""
+    if config.proxy:
+        bypass = f" (not for {', '.join(config.no_proxy)})" if config.no_proxy else ""
+        log.info("outbound proxy: %s%s", parse_proxy_url(config.proxy).text, bypass)
+    else:
+        log.info("outbound proxy: none")
+    log.info("DNS: %s", parse_dns_server(config.dns) if config.dns else "system resolver")
+    if config.ca_file:
+        log.info("trusted CA certificates: %s", config.ca_file)
+
+
 def serve(config: Config, environ: Mapping[str, str], progress: Progress | None = None) -> int:
+
     """serve runs the proxy until SIGINT or SIGTERM, then drains and returns 0.
 
     Under systemd (NOTIFY_SOCKET in environ) it reports READY=1 once listening and STOPPING=1

@@ -6,7 +6,7 @@ import base64
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .errors import ConfigError
@@ -99,6 +99,10 @@ class Config:
     upstream_timeout: float = 10.0
     retry_attempts: int = 3
     retry_backoff: float = 0.1
+    proxy: str = field(default="", repr=False)  # may hold a password
+    no_proxy: tuple[str, ...] = ()
+    dns: str = ""
+    ca_file: str = ""
     not_found_ttl: float = 60.0
     sumdbs: tuple[str, ...] = ("sum.golang.org",)
     max_connections: int = 512
@@ -273,6 +277,39 @@ def _parse_private_upstreams(value: Any) -> tuple[PrivateUpstream, ...]:
     return tuple(routes)
 
 
+def _parse_proxy(text: str) -> str:
+    from .netproxy import parse_proxy_url
+
+    if text.strip():
+        parse_proxy_url(text)
+    return text.strip()
+
+
+def _parse_no_proxy(text: str) -> tuple[str, ...]:
+    from .netproxy import parse_no_proxy
+
+    return parse_no_proxy(text)
+
+
+def _parse_dns(text: str) -> str:
+    from .resolver import parse_dns_server
+
+    if text.strip():
+        parse_dns_server(text)
+    return text.strip()
+
+
+def _parse_ca_file(text: str) -> str:
+    import ssl
+
+    if text:
+        try:
+            ssl.create_default_context(cafile=text)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"{text}: {getattr(exc, 'strerror', None) or exc}") from None
+    return text
+
+
 def _no_scalar(text: str) -> Any:
     raise ValueError("want a list of entries with pattern, url and optional auth")
 
@@ -303,16 +340,22 @@ class Option:
     help: str
     # parse_structured, when set, parses a file value that is a list or mapping.
     parse_structured: Callable[[Any], Any] | None = None
+    # env_also are further environment variables for the option, read when env is not set.
+    env_also: tuple[str, ...] = ()
 
-    def parse_value(self, value: Any, layer: str) -> Any:
+    def env_names(self) -> tuple[str, ...]:
+        """env_names are the option's environment variables in the order they are looked at."""
+        return ((self.env,) if self.env else ()) + self.env_also
+
+    def parse_value(self, value: Any, layer: str, variable: str | None = None) -> Any:
         """parse_value converts a raw value from a layer; raises ConfigError naming key and layer.
 
-        layer is "flag", "env" or the config file's name.
+        layer is "flag", "env" (variable names which one, env by default) or the config file's name.
         """
         if layer == "flag":
             name = f"flag -{self.flag}"
         elif layer == "env":
-            name = f"environment variable {self.env}"
+            name = f"environment variable {variable or self.env}"
         else:
             name = f"{layer}: key {self.key}"
         if self.parse_structured is not None and isinstance(value, (list, dict)):
@@ -346,6 +389,17 @@ OPTIONS: list[Option] = [
            "tries per upstream on 5xx, 429, resets, timeouts and short bodies"),
     Option("retry_backoff", "retry-backoff", "RETRY_BACKOFF", "retry_backoff", parse_duration,
            "first retry delay; doubles each retry, with full jitter"),
+    Option("proxy", "proxy", "HTTP_PROXY", "proxy", _parse_proxy,
+           "outbound proxy for upstreams, checksum DB and DoH: http://, https://, socks5:// or socks5h://, "
+           "user:password@ allowed", env_also=("http_proxy", "HTTPS_PROXY", "https_proxy", "SOCKS5_PROXY",
+                                              "socks5_proxy")),
+    Option("no_proxy", "no-proxy", "NO_PROXY", "no_proxy", _parse_no_proxy,
+           "comma-separated hosts reached without the proxy: domains (with subdomains), IPs, CIDRs, host:port, *",
+           env_also=("no_proxy",)),
+    Option("dns", "dns", "DNS_SERVER", "dns", _parse_dns,
+           "DNS server for outbound hosts: IP[:port], udp://, tcp://, tls://host, https://host/path, quic://host"),
+    Option("ca_file", "ca-file", "SSL_CERT_FILE", "ca_file", _parse_ca_file,
+           "PEM file of CA certificates trusted instead of the system's (upstreams, proxy, DNS servers)"),
     Option("list_ttl", "list-ttl", "LIST_TTL", "list_ttl", parse_duration,
            "how long list, @latest and query .info stay fresh"),
     Option("not_found_ttl", "not-found-ttl", "NOT_FOUND_TTL", "not_found_ttl", parse_duration,
@@ -438,8 +492,10 @@ def build(
             raise ConfigError(f"{file_name}: unknown key {key!r} (known keys: {known})")
         values[opt.field] = opt.parse_value(raw, file_name)
     for opt in OPTIONS:
-        if opt.env and opt.env in env:
-            values[opt.field] = opt.parse_value(env[opt.env], "env")
+        present = [name for name in opt.env_names() if name in env]
+        if present:  # the first set to something, else the first set at all
+            name = next((n for n in present if env[n]), present[0])
+            values[opt.field] = opt.parse_value(env[name], "env", name)
     by_flag = options_by("flag")
     for name, raw in flags.items():
         opt = by_flag.get(name)
@@ -451,5 +507,5 @@ def build(
 
 def environment(environ: Mapping[str, str]) -> dict[str, str]:
     """environment returns the variables the options table names (and GOPROXY_CONFIG) from environ."""
-    names = {o.env for o in OPTIONS if o.env} | {CONFIG_ENV}
+    names = {name for o in OPTIONS for name in o.env_names()} | {CONFIG_ENV}
     return {k: v for k, v in environ.items() if k in names}

@@ -1,4 +1,4 @@
-"""Outbound HTTP: pooled keep-alive http.client connections, timeouts, redirects, connect hooks."""
+"""Outbound HTTP: pooled keep-alive http.client connections, timeouts, redirects, proxies, connect hooks."""
 
 from __future__ import annotations
 
@@ -12,9 +12,13 @@ import urllib.parse
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from . import tlstunnel
 from .errors import TransientError, UpstreamError
+
+if TYPE_CHECKING:
+    from .netproxy import Proxy
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +128,9 @@ class _Conn(http.client.HTTPConnection):
         super().__init__(host, port, timeout=timeouts.read)
         self._tls, self._timeouts, self._connector = tls, timeouts, connector
         self.idle_since = 0.0
+        # proxy_headers is None for a connection to the target itself; for one to an HTTP proxy
+        # that forwards plain-http requests, the headers (credentials) each request carries.
+        self.proxy_headers: dict[str, str] | None = None
 
     def connect(self) -> None:
         sock = self._connector(self.host, self.port, self._timeouts.connect)
@@ -131,7 +138,7 @@ class _Conn(http.client.HTTPConnection):
         if self._tls is not None:
             sock.settimeout(self._timeouts.tls)
             try:
-                sock = self._tls.wrap_socket(sock, server_hostname=self.host)
+                sock = tlstunnel.wrap(self._tls, sock, self.host)
             except BaseException:
                 sock.close()
                 raise
@@ -160,16 +167,19 @@ class Transport:
     """Transport sends GET requests over pooled keep-alive connections; safe for many threads.
 
     Idle connections are kept up to max_idle_per_host per host and max_idle_total overall, and
-    dropped after idle_timeout seconds.
+    dropped after idle_timeout seconds. With a proxy, connections to hosts it applies to go
+    through it: https as a tunnel, plain http in absolute form to an HTTP proxy (a tunnel
+    through SOCKS); pools stay keyed by the target, never shared between targets.
     """
 
     def __init__(self, timeouts: Timeouts | None = None, connector: Connector | None = None,
                  tls: ssl.SSLContext | None = None, max_idle_per_host: int = 10,
                  max_idle_total: int = 100, idle_timeout: float = 90.0,
                  clock: Callable[[], float] = time.monotonic,
-                 user_agent: str = "goproxy") -> None:
+                 user_agent: str = "goproxy", proxy: Proxy | None = None) -> None:
         self.timeouts = timeouts or Timeouts()
         self.connector = connector or direct_connector()
+        self.proxy = proxy
         self.tls = tls or ssl.create_default_context()
         self.max_idle_per_host, self.max_idle_total = max_idle_per_host, max_idle_total
         self.idle_timeout = idle_timeout
@@ -213,8 +223,11 @@ class Transport:
         headers.setdefault("User-Agent", self.user_agent)
         for attempt in (0, 1):
             conn, reused = self._take(key)
+            sent, line = headers, target
+            if conn.proxy_headers is not None:  # absolute form, to an HTTP proxy
+                sent, line = {**headers, **conn.proxy_headers}, f"http://{parts.netloc.rpartition('@')[2]}{target}"
             try:
-                conn.request("GET", target, headers=headers)
+                conn.request("GET", line, headers=sent)
                 resp = conn.getresponse()
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
@@ -235,8 +248,20 @@ class Transport:
                 if now - conn.idle_since < self.idle_timeout:
                     return conn, True
                 conn.close()
-        tls = self.tls if key[0] == "https" else None
-        return _Conn(key[1], key[2], tls, self.timeouts, self.connector), False
+        return self._dial(key), False
+
+    def _dial(self, key: tuple[str, str, int]) -> _Conn:
+        """_dial makes an unconnected _Conn for key that connects directly or through the proxy."""
+        scheme, host, port = key
+        tls = self.tls if scheme == "https" else None
+        proxy = self.proxy
+        if proxy is None or not proxy.applies(host, port):
+            return _Conn(host, port, tls, self.timeouts, self.connector)
+        if scheme == "http" and proxy.forwards_http:
+            conn = _Conn(host, port, None, self.timeouts, lambda _h, _p, timeout: proxy.connect_proxy(timeout))
+            conn.proxy_headers = proxy.auth_headers()
+            return conn
+        return _Conn(host, port, tls, self.timeouts, proxy.tunnel)
 
     def _put(self, key: tuple[str, str, int], conn: _Conn) -> None:
         conn.idle_since = self._clock()

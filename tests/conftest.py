@@ -19,7 +19,10 @@ import pytest
 from goproxy.cli import build_server
 from goproxy.config import Config
 from goproxy.server import ProxyServer
+from tests.support import certs as test_certs
 from tests.support import gotestproxy
+from tests.support.certs import Certs
+from tests.support.daemons import Unbound
 from tests.support.gotestproxy import GoTestProxy
 from tests.support.proc import Proc
 from tests.support.rawserver import RawServer
@@ -174,3 +177,21 @@ def procs() -> Iterator[list[Proc]]:
     yield started
     for p in started:
         p.stop()
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    """certs are a test CA and a server certificate for dns.test, modules.test and 127.0.0.1."""
+    try:
+        return test_certs.make(tmp_path_factory.mktemp("certs"))
+    except FileNotFoundError:
+        pytest.skip("openssl is not installed: apt-get install openssl (.ci/run does)")
+
+
+@pytest.fixture
+def unbound(tmp_path_factory: pytest.TempPathFactory, certs: Certs) -> Iterator[Unbound]:
+    """unbound is a real DNS server (UDP/TCP, DoT, DoH) that alone knows the *.test names."""
+    pytest.importorskip("dns.message", reason="custom DNS needs dnspython: pip install dnspython")
+    server = Unbound(tmp_path_factory.mktemp("unbound"), certs)
+    yield server
+    server.stop()

@@ -7,6 +7,7 @@ import io
 import json
 import random
 import socket
+import ssl
 import threading
 import time
 import zipfile
@@ -63,10 +64,23 @@ class Reply:
 Fault = Callable[[str, BaseHTTPRequestHandler], bool]
 
 
-class Upstream:
-    """Upstream is a module proxy on 127.0.0.1:port; add modules, then count what it was asked."""
+class TLSServer(ThreadingHTTPServer):
+    """TLSServer is a ThreadingHTTPServer speaking TLS; the handshake runs in the request thread."""
 
-    def __init__(self) -> None:
+    tls: ssl.SSLContext
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, addr = self.socket.accept()
+        return self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
+
+
+class Upstream:
+    """Upstream is a module proxy on 127.0.0.1:port; add modules, then count what it was asked.
+
+    With tls (a server context) it speaks HTTPS and records in sni the name each client sent.
+    """
+
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.routes: dict[str, Reply] = {}
         self.hits: Counter[str] = Counter()
         self.seen_headers: list[tuple[str, dict[str, str]]] = []
@@ -98,7 +112,14 @@ class Upstream:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.sni: list[str | None] = []
+        self.scheme = "https" if tls else "http"
+        if tls is None:
+            self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        else:
+            tls.sni_callback = lambda _sock, name, _ctx: self.sni.append(name)  # type: ignore[assignment,misc]
+            self.server = TLSServer(("127.0.0.1", 0), H)
+            self.server.tls = tls
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
@@ -106,7 +127,15 @@ class Upstream:
     @property
     def url(self) -> str:
         """url is the base URL to configure as an upstream."""
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return self.url_at("127.0.0.1")
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def url_at(self, host: str) -> str:
+        """url_at is the base URL naming this upstream by host (which must lead to 127.0.0.1)."""
+        return f"{self.scheme}://{host}:{self.port}"
 
     def add(self, m: Module, with_list: bool = True) -> Module:
         """add serves m's .info/.mod/.zip, and lists it in @v/list and @latest."""
