@@ -30,6 +30,7 @@ PARALLEL_MIN = 512 << 10
 MAX_ZIP_SIZE = 500 << 20
 _READ = 256 << 10
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
+_UNSATISFIED = re.compile(r"bytes \*/(\d+)")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -238,14 +239,23 @@ class _Job:
 
     def _first_headers(self) -> dict[str, str]:
         have = self._part_size()
-        if have:  # ask from one byte back, so a .part that is already complete gets 206, not 416
-            return {"Range": f"bytes={have - 1}-"}
+        if have:
+            return {"Range": f"bytes={have}-"}
         if self.d.connections > 1:
             return {"Range": f"bytes=0-{PARALLEL_MIN - 1}"}
         return {}
 
     def _first(self, resp: Response) -> None:
         have = self._part_size()
+        if resp.status == 416:  # nothing after byte have: the .part is complete, or not this zip
+            m = _UNSATISFIED.fullmatch(resp.header("Content-Range").strip())
+            if have and m and int(m.group(1)) == have:
+                log.info("%s: the partial download was already complete", self.name)
+                self._commit(self.part, have)
+                return
+            self._discard(self.part)
+            raise TransientError(f"{resp.url}: no bytes from {have} on ({resp.header('Content-Range')!r}); "
+                                 "starting over")
         cr = _content_range(resp) if resp.status == 206 else None
         if resp.status == 206 and cr is None:
             log.info("%s: malformed Content-Range %r; downloading in one stream", self.name,
@@ -262,7 +272,7 @@ class _Job:
         if total > MAX_ZIP_SIZE:
             raise UpstreamError(f"{resp.url}: zip of {total} bytes is larger than {MAX_ZIP_SIZE}")
         self.bar.total = total
-        if have and start == have - 1:
+        if have and start == have:
             log.info("resuming %s from byte %d of %d", self.name, have, total)
             self._stream(resp, start)
             return
@@ -276,14 +286,16 @@ class _Job:
             self._parallel(state, resp)
             return
         if not self._stream(resp, 0):  # the first answer held only the start: stream the rest
-            self.d.upstreams.fetch_from(resp.upstream, self.path, lambda r: self._stream(r, self._part_size() - 1),
-                                        lambda: {"Range": f"bytes={self._part_size() - 1}-"})
+            self.d.upstreams.fetch_from(resp.upstream, self.path, lambda r: self._stream(r, self._part_size()),
+                                        lambda: {"Range": f"bytes={self._part_size()}-"})
 
     # Single stream into .part.
 
     def _stream(self, resp: Response, offset: int) -> bool:
         """_stream writes resp's body into .part at offset (0 truncates); commits when complete
         and returns True then, False when more is to come."""
+        if resp.status not in (200, 206):
+            raise TransientError(f"{resp.url}: unexpected {resp.status} {resp.header('Content-Range')!r}")
         cr = _content_range(resp) if resp.status == 206 else None
         if resp.status == 206 and (cr is None or cr[0] != offset):
             raise TransientError(f"{resp.url}: unexpected Content-Range {resp.header('Content-Range')!r}")

@@ -148,18 +148,20 @@ class Upstreams:
 
     def fetch_from(self, up: Upstream, path: str, consume: Callable[[Response], T],
                    headers: Callable[[], dict[str, str]] | None = None) -> T:
-        """fetch_from GETs path from one upstream with retries; consume sees 200 and 206 answers
-        (resp.upstream names up, so more requests can go to the same place)."""
+        """fetch_from GETs path from one upstream with retries; consume sees 200 and 206 answers,
+        and 416 to a request with a Range header (resp.upstream names up, so more requests can go
+        to the same place)."""
         url = up.url + path
         m = self.metrics
         for attempt in range(1, self.attempts + 1):
             m.upstream_requests.inc(upstream=up.name)
             try:
-                resp = self.transport.get(url, headers=headers() if headers else None, auth=up.auth)
+                sent = headers() if headers else {}
+                resp = self.transport.get(url, headers=sent, auth=up.auth)
                 resp.upstream = up
                 with resp:
                     try:
-                        if resp.status in (200, 206):
+                        if resp.status in (200, 206) or (resp.status == 416 and "Range" in sent):
                             return consume(resp)
                         raise classify(resp, resp.read_all(limit=64 << 10))
                     finally:

@@ -195,9 +195,24 @@ def test_single_stream_resumes_from_its_part_after_kill_9(procs: list[Proc], ups
     since = len(upstream.seen_headers)
     p, port = _proxy(procs, cache, upstream, "-download-connections", "1")
     assert get(port, zip_path(m))[2] == m.zip
-    assert ranges(upstream, zip_path(m), since) == [f"bytes={have - 1}-"]
+    assert ranges(upstream, zip_path(m), since) == [f"bytes={have}-"]
     assert dirhash.hash_zip(str(final), f"{m.path}@{m.version}/") == _h1(m, tmp_path)
     assert not part.exists()
+
+
+@pytest.mark.parametrize("extra", [0, 5])
+def test_a_part_already_complete_is_committed_one_too_long_refetched(make_proxy, upstream: Upstream,
+                                                                     extra: int) -> None:
+    m = upstream.add(generate(f"example.com/whole{extra}", "v1.0.0", size=CHUNK))
+    proxy = make_proxy([upstream.url])
+    final = _files(Path(proxy.config.cache_dir), m)
+    final.parent.mkdir(parents=True)
+    final.with_name(final.name + ".part").write_bytes(m.zip + b"x" * extra)  # killed just before the rename
+    assert get(proxy, zip_path(m))[2] == m.zip
+    have = len(m.zip) + extra
+    got = ranges(upstream, zip_path(m))
+    assert got == [f"bytes={have}-"] if not extra else got[:2] == [f"bytes={have}-", f"bytes=0-{CHUNK - 1}"]
+    assert final.read_bytes() == m.zip
 
 
 def test_parallel_download_resumes_missing_chunks_after_kill_9(procs: list[Proc], upstream: Upstream,
