@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import secrets
+import threading
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -13,6 +14,10 @@ from .errors import BadRequest, StorageError
 
 # Suffixes of in-progress files; never served, never adopted as artifacts.
 PARTIAL_SUFFIXES = (".part", ".tmp", ".state", ".del")
+
+# Immutable artifacts up to MEMO_MAX bytes are also kept in memory, MEMO_BUDGET bytes in all.
+MEMO_MAX = 16 << 10
+MEMO_BUDGET = 32 << 20
 
 # errnos that mean the disk refused a write, as opposed to a failed upstream read.
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO, errno.EACCES}
@@ -23,6 +28,9 @@ class Cache:
 
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
+        self._memo: dict[str, bytes] = {}  # open_immutable's small files, oldest first
+        self._memo_bytes = 0
+        self._memo_lock = threading.Lock()
 
     def path(self, key: str) -> str:
         """path returns the absolute file path of key; raises BadRequest if it leaves the root."""
@@ -40,6 +48,33 @@ class Cache:
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
         return f, os.fstat(f.fileno())
+
+    def open_immutable(self, key: str) -> bytes | tuple[BinaryIO, os.stat_result] | None:
+        """open_immutable is open for a key whose bytes never change once written: a file of up to
+        MEMO_MAX bytes comes back as its bytes, kept in memory (oldest out first) until the key is
+        written or deleted here, so a hit costs no open/fstat/read/close, each of which hands the
+        interpreter lock around."""
+        body = self._memo.get(key)
+        if body is not None:
+            return body
+        opened = self.open(key)
+        if opened is None or opened[1].st_size > MEMO_MAX:
+            return opened
+        with opened[0] as f:
+            body = f.read(MEMO_MAX + 1)
+        with self._memo_lock:
+            if key not in self._memo:
+                self._memo[key] = body
+                self._memo_bytes += len(body)
+                while self._memo_bytes > MEMO_BUDGET:
+                    self._memo_bytes -= len(self._memo.pop(next(iter(self._memo))))
+        return body
+
+    def _forget(self, key: str) -> None:
+        with self._memo_lock:
+            body = self._memo.pop(key, None)
+            if body is not None:
+                self._memo_bytes -= len(body)
 
     def stat(self, key: str) -> os.stat_result | None:
         """stat returns the committed file's stat for key, or None when absent."""
@@ -78,6 +113,7 @@ class Cache:
             if mtime is not None:
                 os.utime(tmp, (mtime, mtime))
             os.replace(tmp, final)
+            self._forget(key)
         except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -116,6 +152,7 @@ class Cache:
             os.rename(final, aside)
         except FileNotFoundError:
             return False
+        self._forget(key)
         os.unlink(aside)
         return True
 

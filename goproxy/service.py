@@ -133,9 +133,11 @@ class Service:
         raise UpstreamError(f"{req.key} vanished from the cache right after it was fetched")
 
     def _open(self, req: Artifact | SumdbRequest, cache_control: str, source: str) -> Reply | None:
-        opened = self.cache.open(req.key)
+        opened = self.cache.open_immutable(req.key) if req.immutable else self.cache.open(req.key)
         if opened is None:
             return None
+        if isinstance(opened, bytes):
+            return Reply(req.content_type, cache_control, len(opened), source, body=opened)
         f, st = opened
         return Reply(req.content_type, cache_control, st.st_size, source, file=f)
 
