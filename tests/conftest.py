@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import http.client
 import os
+import random
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -128,6 +130,32 @@ def get(server: ProxyServer | int, path: str, method: str = "GET",
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
     finally:
         conn.close()
+
+
+def kill_under_load(p: Proc, port: int, paths: list[str], clients: int, seed: int,
+                    done: Callable[[], bool]) -> None:
+    """kill_under_load has clients threads GET random paths from port until done() holds, then
+    SIGKILLs the proxy p under them and waits for the clients to notice."""
+    stop = threading.Event()
+
+    def client(rng: random.Random) -> None:
+        while not stop.is_set():
+            try:
+                get(port, rng.choice(paths))
+            except (OSError, http.client.HTTPException):
+                return
+
+    threads = [threading.Thread(target=client, args=(random.Random(seed + i),), daemon=True) for i in range(clients)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(done, timeout=60, interval=0.001)
+        p.proc.send_signal(signal.SIGKILL)
+        p.proc.wait(10)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 10.0, interval: float = 0.005) -> None:

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import http.client
 import random
 import resource
-import signal
-import threading
 from pathlib import Path
 
 import pytest
 
 from goproxy.cache import PARTIAL_SUFFIXES
-from tests.conftest import get, wait_for
+from tests.conftest import get, kill_under_load
 from tests.support.proc import Proc, start
 from tests.support.upstream import Module, Upstream, generate
 
@@ -56,28 +53,10 @@ def test_kill_9_during_concurrent_downloads_leaves_only_complete_artifacts(
     args = ["-host", "127.0.0.1", "-port", "0", "-cache", str(cache), "-upstream", upstream.url]
     for round_ in range(4):
         p, port = start(procs, *args)
-        stop = threading.Event()
-
-        def client(seed: int, port: int = port, stop: threading.Event = stop) -> None:
-            r = random.Random(seed)
-            while not stop.is_set():
-                try:
-                    get(port, r.choice(paths))
-                except (OSError, http.client.HTTPException):
-                    return
-
-        threads = [threading.Thread(target=client, args=(round_ * 100 + i,), daemon=True) for i in range(20)]
-        for t in threads:
-            t.start()
         target = upstream.total() + rng.randint(5, 40)
         # Kill after a random number of upstream requests, or once there is nothing left to fetch.
-        wait_for(lambda target=target: upstream.total() >= target or len(artifacts(cache)) == len(paths),
-                 timeout=60, interval=0.001)
-        p.proc.send_signal(signal.SIGKILL)
-        p.proc.wait(10)
-        stop.set()
-        for t in threads:
-            t.join(30)
+        kill_under_load(p, port, paths, 20, round_ * 100, lambda target=target: upstream.total() >= target or len(
+            artifacts(cache)) == len(paths))
         for f in artifacts(cache):
             assert f.read_bytes() == expected(upstream, cache, f), f
     # A last run serves everything correctly from what the kills left behind.

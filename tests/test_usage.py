@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import http.client
 import random
 import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 from goproxy.usage import DB_NAME, UsageStore, split_key
-from tests.conftest import ROOT, FakeClock, get, wait_for
+from tests.conftest import ROOT, FakeClock, get, kill_under_load, wait_for
 from tests.support.proc import Proc, start
 from tests.support.upstream import Upstream, generate
 
@@ -112,28 +110,10 @@ def test_kill_9_between_flushes_leaves_a_database_that_opens_cleanly(procs: list
         # A first flush lands, then hits keep coming and the process dies with uses buffered.
         assert get(port, paths[round_])[0] == 200
         wait_for(lambda n=round_: len(rows_now(db)) > n, timeout=30, interval=0.05)
-        stop = threading.Event()
-
-        def client(seed: int, port: int = port, stop: threading.Event = stop) -> None:
-            r = random.Random(seed)
-            while not stop.is_set():
-                try:
-                    get(port, r.choice(paths))
-                except (OSError, http.client.HTTPException):
-                    return
-
-        threads = [threading.Thread(target=client, args=(round_ * 10 + i,), daemon=True) for i in range(10)]
-        for t in threads:
-            t.start()
         target = upstream.total() + rng.randint(5, 30)
         # Kill after a random number of upstream requests, or once everything is cached.
-        wait_for(lambda target=target: upstream.total() >= target or all(
-            (cache / p.lstrip("/")).exists() for p in paths), timeout=60, interval=0.001)
-        p.proc.send_signal(signal.SIGKILL)
-        p.proc.wait(10)
-        stop.set()
-        for t in threads:
-            t.join(30)
+        kill_under_load(p, port, paths, 10, round_ * 10, lambda target=target: upstream.total() >= target or all(
+            (cache / p.lstrip("/")).exists() for p in paths))
         con = sqlite3.connect(db, timeout=10)
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
