@@ -13,7 +13,7 @@ from typing import BinaryIO
 from .errors import BadRequest, StorageError
 
 # Suffixes of in-progress files; never served, never adopted as artifacts.
-PARTIAL_SUFFIXES = (".part", ".tmp", ".state", ".del")
+PARTIAL_SUFFIXES = (".part", ".tmp", ".state", ".lock", ".del")
 
 # Immutable artifacts up to MEMO_MAX bytes are also kept in memory, MEMO_BUDGET bytes in all.
 MEMO_MAX = 16 << 10

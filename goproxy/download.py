@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -10,7 +12,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -147,8 +149,54 @@ class Downloader:
             self._slots.release()
 
 
+@contextlib.contextmanager
+def _exclusive(path: str, name: str) -> Iterator[None]:
+    """_exclusive holds an flock on path (created if absent, removed on exit), so that proxies in
+    other processes sharing the cache do not write the same partial files; it waits, saying so,
+    while another holds it. Without fcntl (not POSIX) it holds nothing."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    for attempt in range(3):
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # cleanup pruned the directory meanwhile
+            if attempt == 2:
+                raise
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("waiting for another process downloading %s", name)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            held = os.fstat(fd)
+            try:
+                now = os.stat(path)
+            except FileNotFoundError:
+                now = None
+        except BaseException:
+            os.close(fd)
+            raise
+        if now is None or (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
+            os.close(fd)  # the holder removed the file we waited on: lock the one there now
+            continue
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            os.close(fd)
+        return
+    raise OSError(errno.EBUSY, "its lock file keeps being replaced")
+
+
 class _Job:
-    """_Job is one zip download with its files: <final>.part (stream), <final>.tmp + .state (parallel)."""
+    """_Job is one zip download with its files: <final>.part (stream), <final>.tmp + .state
+    (parallel), and <final>.lock held while it runs."""
 
     def __init__(self, d: Downloader, req: Artifact, path: str, name: str) -> None:
         self.d, self.req, self.path, self.name = d, req, path, name
@@ -158,7 +206,19 @@ class _Job:
         self.lock = threading.Lock()
 
     def run(self) -> None:
-        os.makedirs(os.path.dirname(self.final), mode=0o755, exist_ok=True)
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(_exclusive(self.final + ".lock", self.name))
+            except OSError as exc:
+                self.bar.close()
+                raise _storage_error(self.req.key, exc) from exc
+            if os.path.exists(self.final):
+                self.bar.close()
+                log.info("%s was downloaded by another process", self.name)
+                return
+            self._run()
+
+    def _run(self) -> None:
         started = time.monotonic()
         try:
             for attempt in (1, 2):

@@ -177,6 +177,33 @@ def _fetch_async(port: int, path: str) -> threading.Thread:
     return t
 
 
+def test_two_processes_sharing_a_cache_download_a_zip_once(procs: list[Proc], upstream: Upstream,
+                                                           tmp_path: Path) -> None:
+    m = upstream.add(generate("example.com/shared", "v1.0.0", size=2 * CHUNK))
+    cache = tmp_path / "cache"
+    a, port_a = _proxy(procs, cache, upstream, "-download-connections", "1")
+    b, port_b = _proxy(procs, cache, upstream, "-download-connections", "1")
+    upstream.gate = threading.Event()
+    got: dict[int, tuple[int, dict[str, str], bytes]] = {}
+
+    def fetch(port: int) -> threading.Thread:
+        t = threading.Thread(target=lambda: got.__setitem__(port, get(port, zip_path(m))), daemon=True)
+        t.start()
+        return t
+
+    threads = [fetch(port_a)]
+    wait_for(lambda: upstream.active == 1)  # a holds the zip's lock, its request held at the upstream
+    threads.append(fetch(port_b))
+    b.wait_line(r"waiting for another process downloading example\.com/shared@v1\.0\.0")
+    upstream.gate.set()
+    for t in threads:
+        t.join(30)
+    assert got[port_a][2] == m.zip and got[port_b][2] == m.zip
+    assert upstream.count(zip_path(m)) == 1
+    assert "example.com/shared@v1.0.0 was downloaded by another process" in b.text()
+    assert sorted(p.name for p in _files(cache, m).parent.iterdir()) == ["v1.0.0.zip"]
+
+
 def test_single_stream_resumes_from_its_part_after_kill_9(procs: list[Proc], upstream: Upstream,
                                                           tmp_path: Path) -> None:
     m = upstream.add(generate("example.com/resume1", "v1.0.0", size=6 * CHUNK))
