@@ -441,9 +441,8 @@ class _Job:
             self._discard(self.tmp, self.state_path)
             raise _Changed(f"{resp.url}: chunk {i} answered {resp.status} {resp.header('Content-Range')!r}")
         digest = hashlib.sha256()
-        fd = os.open(self.tmp, os.O_WRONLY)
+        fd, pos = os.open(self.tmp, os.O_WRONLY), start
         try:
-            pos = start
             while pos <= cr[1]:
                 data = resp.read(min(_READ, cr[1] + 1 - pos))
                 if not data:
@@ -454,6 +453,9 @@ class _Job:
                 self.bar.add(len(data))
             if cr[1] < end:  # a shorter answer than asked: fetch the rest of this chunk too
                 raise TransientError(f"{resp.url}: chunk {i} ended at {cr[1]}, wanted {end}")
+        except BaseException:
+            self.bar.add(start - pos)  # the chunk is fetched again whole: do not count it twice
+            raise
         finally:
             os.close(fd)
         with self.lock:

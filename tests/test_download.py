@@ -99,6 +99,33 @@ def test_malformed_content_range_falls_back_to_one_stream(make_proxy, upstream: 
     assert ranges(upstream, zip_path(m)) == [f"bytes=0-{CHUNK - 1}", None]
 
 
+def test_a_chunk_cut_short_is_fetched_again_and_counted_once(make_proxy, upstream: Upstream) -> None:
+    m = upstream.add(generate("example.com/cut", "v1.0.0", size=3 * CHUNK))
+    path, cut = zip_path(m), threading.Event()
+
+    def cut_chunk_1(p: str, h) -> bool:  # type: ignore[no-untyped-def]
+        if p != path or h.headers.get("Range") != f"bytes={CHUNK}-{2 * CHUNK - 1}" or cut.is_set():
+            return False
+        cut.set()
+        h.send_response(206)
+        h.send_header("Content-Range", f"bytes {CHUNK}-{2 * CHUNK - 1}/{len(m.zip)}")
+        h.send_header("Content-Length", str(CHUNK))
+        h.end_headers()
+        h.wfile.write(m.zip[CHUNK:CHUNK + CHUNK // 2])
+        h.close_connection = True
+        return True
+
+    upstream.fault = cut_chunk_1
+    proxy = make_proxy([upstream.url], download_connections=2)
+    progress = proxy.service.fetch_zip.__self__.progress
+    bars = []
+    start = progress.start
+    progress.start = lambda name: bars.append(start(name)) or bars[-1]
+    assert get(proxy, path)[2] == m.zip
+    assert cut.is_set() and ranges(upstream, path).count(f"bytes={CHUNK}-{2 * CHUNK - 1}") == 2
+    assert [b.done for b in bars] == [len(m.zip)]
+
+
 def test_zip_changed_upstream_mid_download_starts_over(make_proxy, upstream: Upstream, tmp_path: Path) -> None:
     old = generate("example.com/changed", "v1.0.0", size=2 * CHUNK)
     new = generate("example.com/changed", "v1.0.0", size=2 * CHUNK + 7)
