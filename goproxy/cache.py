@@ -99,9 +99,8 @@ class Cache:
         On an exception the temp file is removed and nothing appears under key. Raises StorageError
         when the disk refuses the write.
         """
-        final = self.path(key)
-        tmp = f"{final}.{secrets.token_hex(4)}.part"
-        f = self._create(key, tmp)
+        tmp = f"{self.path(key)}.{secrets.token_hex(4)}.part"
+        f = self.create(key, tmp)
         try:
             try:
                 yield f
@@ -109,11 +108,7 @@ class Cache:
                 os.fsync(f.fileno())
             finally:
                 f.close()
-            os.chmod(tmp, 0o644)
-            if mtime is not None:
-                os.utime(tmp, (mtime, mtime))
-            os.replace(tmp, final)
-            self._forget(key)
+            self.commit(tmp, key, mtime)
         except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -121,8 +116,18 @@ class Cache:
                 raise _storage_error(key, exc) from exc
             raise
 
-    def _create(self, key: str, tmp: str) -> BinaryIO:
-        """_create opens tmp for writing, making its directory (again, if cleanup pruned it meanwhile)."""
+    def commit(self, tmp: str, key: str, mtime: float | None = None) -> None:
+        """commit renames tmp, a complete and fsynced file beside key, into place as key, stamped
+        with mtime when given (the fetch time freshness is judged by)."""
+        os.chmod(tmp, 0o644)
+        if mtime is not None:
+            os.utime(tmp, (mtime, mtime))
+        os.replace(tmp, self.path(key))
+        self._forget(key)
+
+    def create(self, key: str, tmp: str) -> BinaryIO:
+        """create opens tmp, a file beside key, for writing, making its directory (again, if
+        cleanup pruned it meanwhile); raises StorageError."""
         for attempt in range(3):
             try:
                 os.makedirs(os.path.dirname(tmp), mode=0o755, exist_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import logging
@@ -150,48 +151,39 @@ class Downloader:
 
 
 @contextlib.contextmanager
-def _exclusive(path: str, name: str) -> Iterator[None]:
-    """_exclusive holds an flock on path (created if absent, removed on exit), so that proxies in
-    other processes sharing the cache do not write the same partial files; it waits, saying so,
-    while another holds it. Without fcntl (not POSIX) it holds nothing."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    for attempt in range(3):
-        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except FileNotFoundError:  # cleanup pruned the directory meanwhile
-            if attempt == 2:
-                raise
-            continue
+def _exclusive(cache: Cache, key: str, path: str, name: str) -> Iterator[None]:
+    """_exclusive holds an flock on path beside key (created if absent, removed on exit), so that
+    proxies in other processes sharing the cache do not write the same partial files; it waits,
+    saying so, while another holds it."""
+    for _ in range(3):
+        f = cache.create(key, path)
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 log.info("waiting for another process downloading %s", name)
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            held = os.fstat(fd)
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            held = os.fstat(f.fileno())
             try:
                 now = os.stat(path)
             except FileNotFoundError:
                 now = None
-        except BaseException:
-            os.close(fd)
+        except BaseException as exc:
+            f.close()
+            if isinstance(exc, OSError):
+                raise _storage_error(key, exc) from exc
             raise
         if now is None or (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
-            os.close(fd)  # the holder removed the file we waited on: lock the one there now
+            f.close()  # the holder removed the file we waited on: lock the one there now
             continue
         try:
             yield
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-            os.close(fd)
+            f.close()
         return
-    raise OSError(errno.EBUSY, "its lock file keeps being replaced")
+    raise _storage_error(key, OSError(errno.EBUSY, "its lock file keeps being replaced"))
 
 
 class _Job:
@@ -208,10 +200,10 @@ class _Job:
     def run(self) -> None:
         with contextlib.ExitStack() as stack:
             try:
-                stack.enter_context(_exclusive(self.final + ".lock", self.name))
-            except OSError as exc:
+                stack.enter_context(_exclusive(self.d.cache, self.req.key, self.final + ".lock", self.name))
+            except ProxyError:  # StorageError: the disk refused the lock file
                 self.bar.close()
-                raise _storage_error(self.req.key, exc) from exc
+                raise
             if os.path.exists(self.final):
                 self.bar.close()
                 log.info("%s was downloaded by another process", self.name)
@@ -481,8 +473,5 @@ class _Job:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.chmod(path, 0o644)
-        now = self.d.clock()
-        os.utime(path, (now, now))
-        os.replace(path, self.final)
+        self.d.cache.commit(path, self.req.key, self.d.clock())
 
