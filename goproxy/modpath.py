@@ -159,6 +159,37 @@ def is_canonical(version: str) -> bool:
     return m.group("build") in (None, "incompatible")
 
 
+def _semver_key(version: str) -> tuple[int, int, int, int, tuple[tuple[int, int, str], ...]] | None:
+    """Return a sort key for a valid semantic version, or None for an invalid one.
+
+    "v1" and "v1.2" are shorthands for v1.0.0 and v1.2.0; build metadata is ignored; a version
+    without a prerelease sorts after every prerelease of it, as semver.Compare has it.
+    """
+    m = _SEMVER.fullmatch(version)
+    if not m or not _pre_ok(m.group("pre")):
+        return None
+    pre = m.group("pre")
+    fields = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split(".")) if pre else ()
+    return (int(m.group("major")), int(m.group("minor") or 0), int(m.group("patch") or 0),
+            0 if pre else 1, fields)
+
+
+def is_valid_version(version: str) -> bool:
+    """Report whether version is a valid semantic version (semver.IsValid; "v1" and "v1.2" count)."""
+    return _semver_key(version) is not None
+
+
+def compare_versions(a: str, b: str) -> int:
+    """Return -1, 0 or 1 as version a sorts before, equal to or after b (semver.Compare).
+
+    An invalid version sorts before every valid one, and two invalid versions are equal.
+    """
+    ka, kb = _semver_key(a), _semver_key(b)
+    if ka is None or kb is None:
+        return (ka is not None) - (kb is not None)
+    return (ka > kb) - (ka < kb)
+
+
 def check_version(path: str, version: str) -> None:
     """check_version requires a canonical version (else BadRequest) that agrees with path's major
     version suffix (else NotFound, so the go command moves on to its next GOPROXY entry)."""
