@@ -43,7 +43,7 @@ bench: $(VENV)/.dev
 # extensions are dropped, PyYAML falls back to its pure-Python loader). Runs on Python 3.9+.
 zipapp: dist/goproxy.pyz
 
-dist/goproxy.pyz: $(VENV)/.runtime goproxy.py $(wildcard goproxy/*.py) requirements.txt
+dist/goproxy.pyz: $(VENV)/.runtime goproxy.py $(wildcard goproxy/*.py goproxy/*/*.py) requirements.txt
 	rm -rf build/zipapp && mkdir -p build/zipapp dist
 	$(BIN)/pip install -q --target build/zipapp --only-binary=:all: --python-version 3.9 \
 		--implementation cp --platform manylinux2014_x86_64 --no-deps \

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from collections.abc import Mapping
@@ -10,6 +9,23 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .errors import ConfigError
+from .net.dial import basic_auth
+from .net.dns import parse_dns_server
+from .net.proxy import parse_no_proxy, parse_proxy_url
+from .patterns import compile_pattern
+from .sumdb.db import GoSumDB, parse_gosumdb
+from .values import (
+    check_url,
+    parse_bool,
+    parse_choice,
+    parse_duration,
+    parse_int,
+    parse_list,
+    parse_port,
+    parse_positive_duration,
+    parse_size,
+    parse_url_list,
+)
 
 DEFAULT_UPSTREAM = "https://proxy.golang.org"
 
@@ -31,8 +47,8 @@ class PrivateUpstream:
     def headers(self) -> dict[str, str]:
         """headers are the request headers that carry this upstream's credentials."""
         if self.auth_type == "basic":
-            token = base64.b64encode(self.auth_value.encode()).decode()
-            return {"Authorization": f"Basic {token}"}
+            user, _, password = self.auth_value.partition(":")
+            return {"Authorization": basic_auth(user, password)}
         if self.auth_type == "bearer":
             return {"Authorization": f"Bearer {self.auth_value}"}
         if self.auth_type == "header":
@@ -40,47 +56,7 @@ class PrivateUpstream:
         return {}
 
 
-# Checksum databases the go command knows by name (cmd/go/internal/modfetch/key.go).
-KNOWN_SUMDB_KEYS = {
-    "sum.golang.org": "sum.golang.org+033de0ae+Ac4zctda0e5eza+HJyk9SxEdh+s3Ux18htTTAD8OuAn8",
-}
-
-
-@dataclass(frozen=True)
-class GoSumDB:
-    """GoSumDB is the checksum database to verify against: its name, verifier key and URL.
-
-    url "" means: through the first upstream that proxies /sumdb/<name>/, else https://<name>.
-    """
-
-    name: str
-    key: str
-    url: str = ""
-
-
-def parse_gosumdb(text: str) -> GoSumDB | None:
-    """parse_gosumdb reads GOSUMDB's forms: off, a known name, name+key, "name+key url"."""
-    words = text.split()
-    if not words or words == ["off"]:
-        return None
-    if len(words) > 2:
-        raise ValueError(f"{text!r}: want off, sum.golang.org, name+key or \"name+key url\"")
-    key, url = words[0], words[1] if len(words) == 2 else ""
-    if key == "sum.golang.google.cn":
-        key, url = KNOWN_SUMDB_KEYS["sum.golang.org"], url or "https://sum.golang.google.cn"
-    key = KNOWN_SUMDB_KEYS.get(key, key)
-    if not re.fullmatch(r"[^+\s]+\+[0-9a-f]{8}\+[A-Za-z0-9+/]+=*", key):
-        raise ValueError(f"{words[0]!r} is not a known checksum database or a name+hash+key verifier key")
-    if url:
-        url = _check_url(url)
-    from .note import Verifier
-
-    return GoSumDB(Verifier(key).name, key, url)  # NoteError (a ValueError) for a bad key
-
-
 def _parse_patterns(text: str) -> tuple[str, ...]:
-    from .patterns import compile_pattern
-
     patterns = parse_list(text)
     for p in patterns:
         compile_pattern(p)
@@ -120,124 +96,8 @@ class Config:
     progress: str = "auto"  # auto, tty, lines or off
 
 
-# Go duration syntax: one or more <number><unit>, e.g. 1h30m, 100ms, 720h, 1.5s.
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
-
-
-def parse_duration(text: str) -> float:
-    """parse_duration returns seconds for a Go duration ("1h30m", "100ms", "0"); raises ValueError."""
-    s = text.strip()
-    if s in ("0", "-0", "+0"):
-        return 0.0
-    if not s or s[0] == "-":
-        raise ValueError(f"invalid duration {text!r} (want e.g. 100ms, 5m, 1h30m)")
-    if s[0] == "+":
-        s = s[1:]
-    total, pos = 0.0, 0
-    for m in _DURATION_PART.finditer(s):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNITS[m.group(2)]
-        pos = m.end()
-    if pos != len(s) or pos == 0:
-        raise ValueError(f"invalid duration {text!r} (want e.g. 100ms, 5m, 1h30m)")
-    return total
-
-
-def format_duration(seconds: float) -> str:
-    """format_duration renders seconds in Go style for logs and help ("5m0s", "100ms")."""
-    if seconds == 0:
-        return "0s"
-    if seconds < 1:
-        return f"{seconds * 1000:g}ms"
-    whole = int(seconds)
-    h, rest = divmod(whole, 3600)
-    m, s = divmod(rest, 60)
-    s_text = f"{s + (seconds - whole):g}s"
-    if h:
-        return f"{h}h{m}m{s_text}"
-    if m:
-        return f"{m}m{s_text}"
-    return s_text
-
-
-def parse_size(text: str) -> int:
-    """parse_size returns bytes for "20GB", "512MiB", "100k" or a plain number; raises ValueError."""
-    m = _SIZE.fullmatch(text.strip())
-    if not m:
-        raise ValueError(f"invalid size {text!r} (want e.g. 500MB, 20GB, 1TiB)")
-    unit = (m.group(2) or "").lower()
-    binary = "i" in unit
-    base = _SIZE_UNITS[unit[:1]] if unit else 1
-    if binary:
-        base = 1024 ** {"k": 1, "m": 2, "g": 3, "t": 4}[unit[:1]]
-    return int(float(m.group(1)) * base)
-
-
-def parse_bool(text: str) -> bool:
-    """parse_bool accepts Go's strconv.ParseBool forms; raises ValueError."""
-    t = text.strip().lower()
-    if t in ("1", "t", "true", "yes", "on"):
-        return True
-    if t in ("0", "f", "false", "no", "off"):
-        return False
-    raise ValueError(f"invalid boolean {text!r} (want true or false)")
-
-
-def _parse_port(text: str) -> int:
-    port = int(text)
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port {port} out of range 0-65535")
-    return port
-
-
-def _parse_nonneg_int(text: str) -> int:
-    n = int(text)
-    if n < 0:
-        raise ValueError(f"{n} is negative")
-    return n
-
-
-def _parse_positive_duration(text: str) -> float:
-    seconds = parse_duration(text)
-    if seconds <= 0:
-        raise ValueError(f"duration {text!r} must be greater than 0")
-    return seconds
-
-
-def _parse_positive_int(text: str) -> int:
-    n = int(text)
-    if n < 1:
-        raise ValueError(f"{n} must be at least 1")
-    return n
-
-
-def parse_list(text: str) -> tuple[str, ...]:
-    """parse_list splits a comma-separated value, dropping blanks."""
-    return tuple(part.strip() for part in text.split(",") if part.strip())
-
-
-def _parse_url_list(text: str) -> tuple[str, ...]:
-    urls = tuple(_check_url(u) for u in parse_list(text))
-    if not urls:
-        raise ValueError("at least one upstream URL is required")
-    return urls
-
-
-def _check_url(url: str) -> str:
-    url = url.strip().rstrip("/")
-    if not re.match(r"^https?://[^/\s]+", url):
-        raise ValueError(f"{url!r} must be an http:// or https:// URL")
-    return url
-
-
 def _parse_private_upstreams(value: Any) -> tuple[PrivateUpstream, ...]:
-    """_parse_private_upstreams reads the private_upstreams list; raises ValueError naming the entry."""
-    from .patterns import compile_pattern
-
+    """Return the private_upstreams list's routes; raise ValueError naming the entry."""
     if not isinstance(value, list):
         raise ValueError("want a list of entries with pattern, url and optional auth")
     routes = []
@@ -254,7 +114,7 @@ def _parse_private_upstreams(value: Any) -> tuple[PrivateUpstream, ...]:
         where = f"entry {i + 1} ({pattern})"
         try:
             compile_pattern(pattern)
-            url = _check_url(url)
+            url = check_url(url)
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
         auth = entry.get("auth") or {}
@@ -278,22 +138,12 @@ def _parse_private_upstreams(value: Any) -> tuple[PrivateUpstream, ...]:
 
 
 def _parse_proxy(text: str) -> str:
-    from .netproxy import parse_proxy_url
-
     if text.strip():
         parse_proxy_url(text)
     return text.strip()
 
 
-def _parse_no_proxy(text: str) -> tuple[str, ...]:
-    from .netproxy import parse_no_proxy
-
-    return parse_no_proxy(text)
-
-
 def _parse_dns(text: str) -> str:
-    from .resolver import parse_dns_server
-
     if text.strip():
         parse_dns_server(text)
     return text.strip()
@@ -315,17 +165,19 @@ def _no_scalar(text: str) -> Any:
 
 
 def _parse_log_level(text: str) -> str:
-    level = text.strip().lower()
-    if level not in ("debug", "info", "warning", "error"):
-        raise ValueError(f"invalid log level {text!r} (want debug, info, warning or error)")
-    return level
+    return parse_choice(text, ("debug", "info", "warning", "error"), "log level")
 
 
 def _parse_progress(text: str) -> str:
-    mode = text.strip().lower()
-    if mode not in ("auto", "tty", "lines", "off"):
-        raise ValueError(f"invalid progress mode {text!r} (want auto, tty, lines or off)")
-    return mode
+    return parse_choice(text, ("auto", "tty", "lines", "off"), "progress mode")
+
+
+def _parse_positive_int(text: str) -> int:
+    return parse_int(text, 1)
+
+
+def _parse_nonneg_int(text: str) -> int:
+    return parse_int(text, 0)
 
 
 @dataclass(frozen=True)
@@ -342,6 +194,11 @@ class Option:
     parse_structured: Callable[[Any], Any] | None = None
     # env_also are further environment variables for the option, read when env is not set.
     env_also: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        """Return the value's kind as Go's flag package prints it in -h ("int", "duration")."""
+        return _KINDS.get(self.parse, "string")
 
     def env_names(self) -> tuple[str, ...]:
         """env_names are the option's environment variables in the order they are looked at."""
@@ -379,9 +236,9 @@ class Option:
 
 OPTIONS: list[Option] = [
     Option("host", "host", "LISTEN_HOST", "host", str, "address to listen on (empty: all interfaces)"),
-    Option("port", "port", "PORT", "port", _parse_port, "TCP port to listen on (0: pick a free one)"),
+    Option("port", "port", "PORT", "port", parse_port, "TCP port to listen on (0: pick a free one)"),
     Option("cache_dir", "cache", "CACHE_DIR", "cache_dir", str, "cache directory"),
-    Option("upstreams", "upstream", "UPSTREAM_PROXY", "upstreams", _parse_url_list,
+    Option("upstreams", "upstream", "UPSTREAM_PROXY", "upstreams", parse_url_list,
            "comma-separated upstream proxies, tried in order"),
     Option("upstream_timeout", "upstream-timeout", "UPSTREAM_TIMEOUT", "upstream_timeout", parse_duration,
            "how long to wait for an upstream's response headers, and for each read of its body"),
@@ -393,7 +250,7 @@ OPTIONS: list[Option] = [
            "outbound proxy for upstreams, checksum DB and DoH: http://, https://, socks5:// or socks5h://, "
            "user:password@ allowed", env_also=("http_proxy", "HTTPS_PROXY", "https_proxy", "SOCKS5_PROXY",
                                               "socks5_proxy")),
-    Option("no_proxy", "no-proxy", "NO_PROXY", "no_proxy", _parse_no_proxy,
+    Option("no_proxy", "no-proxy", "NO_PROXY", "no_proxy", parse_no_proxy,
            "comma-separated hosts reached without the proxy: domains (with subdomains), IPs, CIDRs, host:port, *",
            env_also=("no_proxy",)),
     Option("dns", "dns", "DNS_SERVER", "dns", _parse_dns,
@@ -423,7 +280,7 @@ OPTIONS: list[Option] = [
     Option("max_cache_age", "max-cache-age", "MAX_CACHE_AGE", "max_cache_age", parse_duration,
            "remove module versions unused for longer than this (0s: keep forever)"),
     Option("cleanup_interval", "cleanup-interval", "CLEANUP_INTERVAL", "cleanup_interval",
-           _parse_positive_duration, "how often the cache cleanup runs"),
+           parse_positive_duration, "how often the cache cleanup runs"),
     Option("max_cache_size", "max-cache-size", "MAX_CACHE_SIZE", "max_cache_size", parse_size,
            "evict least recently used versions while the cache is bigger (e.g. 20GB; 0: unlimited)"),
     Option("download_connections", "download-connections", "DOWNLOAD_CONNECTIONS", "download_connections",
@@ -434,6 +291,11 @@ OPTIONS: list[Option] = [
     Option("progress", "progress", "PROGRESS", "progress", _parse_progress,
            "download progress on stderr: auto (tty if a terminal, else lines), tty, lines or off"),
 ]
+
+_KINDS: dict[Callable[[str], Any], str] = {
+    parse_port: "int", _parse_positive_int: "int", _parse_nonneg_int: "int", parse_duration: "duration",
+    parse_positive_duration: "duration", parse_size: "size", parse_bool: "bool",
+}
 
 # Options that only choose the config file: they are read before the file is.
 CONFIG_FLAG, CONFIG_ENV = "config", "GOPROXY_CONFIG"
@@ -454,8 +316,8 @@ def load_file(path: str) -> dict[str, Any]:
     if path.endswith(".json"):
         try:
             data = json.loads(text)
-        except ValueError as exc:
-            raise ConfigError(f"config file {path}: {exc}") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}:{exc.lineno}:{exc.colno}: {exc.msg}") from None
     elif path.endswith((".yaml", ".yml")):
         try:
             import yaml
@@ -466,7 +328,7 @@ def load_file(path: str) -> dict[str, Any]:
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path}: {exc}".replace("\n", " ")) from None
+            raise ConfigError(_yaml_error(path, exc)) from None
     else:
         raise ConfigError(f"config file {path}: unknown format (want .yaml, .yml or .json)")
     if data is None:
@@ -474,6 +336,28 @@ def load_file(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: top level must be a mapping of keys to values")
     return data
+
+
+def _yaml_error(path: str, exc: Any) -> str:
+    """Return "file:line:column: problem" for a PyYAML error (one line, as compilers print)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).split("\n", 1)[0]
+    if mark is None:
+        return f"config file {path}: {problem}"
+    return f"{path}:{mark.line + 1}:{mark.column + 1}: {problem}"
+
+
+def load(flags: Mapping[str, str], environ: Mapping[str, str]) -> Config:
+    """Return the Config of defaults, then the config file, then environ, then flags.
+
+    The file is named by the -config flag or GOPROXY_CONFIG. Raises ConfigError naming the
+    key and the layer of a bad value.
+    """
+    env = environment(environ)
+    flags = dict(flags)
+    path = flags.pop(CONFIG_FLAG, None) or env.get(CONFIG_ENV)
+    data = load_file(path) if path else None
+    return build(data, env, flags, file_name=f"config file {path}" if path else "config file")
 
 
 def build(

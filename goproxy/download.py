@@ -17,12 +17,13 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from .cache import Cache, _storage_error
 from .errors import ProxyError, TransientError, UpstreamError
 from .metrics import Metrics
 from .modpath import Artifact
+from .net.http import Response
 from .progress import Progress
-from .transport import Response
+from .storage.base import Storage, storage_error
+from .sumdb.verify import Verifier
 from .upstream import Upstream, Upstreams
 
 log = logging.getLogger(__name__)
@@ -126,18 +127,18 @@ class _Slots:
 
 
 class Downloader:
-    """Downloader fetches module zips into the cache: parallel Range chunks for big zips, one
-    resumable stream otherwise; verify(req, path) runs on the complete file before it is committed."""
+    """Fetch module zips into storage: parallel Range chunks for big zips, one resumable stream
+    otherwise; the verifier checks the complete file before it is committed."""
 
-    def __init__(self, cache: Cache, upstreams: Upstreams, connections: int = 4, max_concurrent: int = 4,
-                 verify: Callable[[Artifact, str], None] | None = None, progress: Progress | None = None,
-                 metrics: Metrics | None = None, clock: Callable[[], float] = time.time) -> None:
-        self.cache, self.upstreams = cache, upstreams
-        self.clock = clock  # stamps committed zips, as the cache stamps every other artifact
+    def __init__(self, storage: Storage, upstreams: Upstreams, verifier: Verifier, progress: Progress,
+                 metrics: Metrics, clock: Callable[[], float] = time.time, connections: int = 4,
+                 max_concurrent: int = 4) -> None:
+        self.storage, self.upstreams = storage, upstreams
+        self.clock = clock  # stamps committed zips, as storage stamps every other artifact
         self.connections = max(1, connections)
-        self.verify = verify
-        self.progress = progress or Progress("off")
-        self.metrics = metrics or Metrics()
+        self.verifier = verifier
+        self.progress = progress
+        self.metrics = metrics
         self._slots = _Slots(max_concurrent, self.metrics)
 
     def fetch(self, req: Artifact, upstream_path: str) -> None:
@@ -151,12 +152,12 @@ class Downloader:
 
 
 @contextlib.contextmanager
-def _exclusive(cache: Cache, key: str, path: str, name: str) -> Iterator[None]:
+def _exclusive(storage: Storage, key: str, path: str, name: str) -> Iterator[None]:
     """_exclusive holds an flock on path beside key (created if absent, removed on exit), so that
     proxies in other processes sharing the cache do not write the same partial files; it waits,
     saying so, while another holds it."""
     for _ in range(3):
-        f = cache.create(key, path)
+        f = storage.create(key, path)
         try:
             try:
                 fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -171,7 +172,7 @@ def _exclusive(cache: Cache, key: str, path: str, name: str) -> Iterator[None]:
         except BaseException as exc:
             f.close()
             if isinstance(exc, OSError):
-                raise _storage_error(key, exc) from exc
+                raise storage_error(key, exc) from exc
             raise
         if now is None or (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
             f.close()  # the holder removed the file we waited on: lock the one there now
@@ -183,7 +184,7 @@ def _exclusive(cache: Cache, key: str, path: str, name: str) -> Iterator[None]:
                 os.unlink(path)
             f.close()
         return
-    raise _storage_error(key, OSError(errno.EBUSY, "its lock file keeps being replaced"))
+    raise storage_error(key, OSError(errno.EBUSY, "its lock file keeps being replaced"))
 
 
 class _Job:
@@ -192,7 +193,8 @@ class _Job:
 
     def __init__(self, d: Downloader, req: Artifact, path: str, name: str) -> None:
         self.d, self.req, self.path, self.name = d, req, path, name
-        self.final = d.cache.path(req.key)
+        self.final = d.storage.staging(req.key)
+        self.size = 0  # of the committed zip
         self.part, self.tmp, self.state_path = self.final + ".part", self.final + ".tmp", self.final + ".state"
         self.bar = d.progress.start(name)
         self.lock = threading.Lock()
@@ -200,11 +202,11 @@ class _Job:
     def run(self) -> None:
         with contextlib.ExitStack() as stack:
             try:
-                stack.enter_context(_exclusive(self.d.cache, self.req.key, self.final + ".lock", self.name))
+                stack.enter_context(_exclusive(self.d.storage, self.req.key, self.final + ".lock", self.name))
             except ProxyError:  # StorageError: the disk refused the lock file
                 self.bar.close()
                 raise
-            if os.path.exists(self.final):
+            if self.d.storage.stat(self.req.key) is not None:
                 self.bar.close()
                 log.info("%s was downloaded by another process", self.name)
                 return
@@ -217,7 +219,7 @@ class _Job:
                 try:
                     state = self._load_state()
                     if state is not None:
-                        self._parallel(state, None)
+                        self._parallel(state, None, None)
                     else:
                         self.d.upstreams.fetch(self.path, self._first, self.req.module, self._first_headers)
                     break
@@ -228,12 +230,11 @@ class _Job:
         except OSError as exc:
             # The disk refused a write: what is partial cannot grow now and only takes space.
             self._discard(self.part, self.tmp, self.state_path)
-            raise _storage_error(self.req.key, exc) from exc
+            raise storage_error(self.req.key, exc) from exc
         finally:
             self.bar.close()
-        size = os.path.getsize(self.final)
         elapsed = max(time.monotonic() - started, 1e-6)
-        self.d.progress.finished(self.name, size, elapsed)
+        self.d.progress.finished(self.name, self.size, elapsed)
 
     @staticmethod
     def _discard(*paths: str) -> None:
@@ -297,7 +298,7 @@ class _Job:
             return {"Range": f"bytes=0-{PARALLEL_MIN - 1}"}
         return {}
 
-    def _first(self, resp: Response) -> None:
+    def _first(self, resp: Response, up: Upstream) -> None:
         have = self._part_size()
         if resp.status == 416:  # nothing after byte have: the .part is complete, or not this zip
             m = _UNSATISFIED.fullmatch(resp.header("Content-Range").strip())
@@ -313,7 +314,7 @@ class _Job:
             log.info("%s: malformed Content-Range %r; downloading in one stream", self.name,
                      resp.header("Content-Range"))
             resp.close()
-            self.d.upstreams.fetch_from(resp.upstream, self.path, lambda r: self._stream(r, 0))
+            self.d.upstreams.fetch_from(up, self.path, lambda r, _up: self._stream(r, 0))
             return
         if cr is None:  # 200: the whole file, from the start
             if have:
@@ -335,10 +336,10 @@ class _Job:
             with open(self.tmp, "wb") as f:
                 f.truncate(total)
             self._save_state(state)
-            self._parallel(state, resp)
+            self._parallel(state, resp, up)
             return
         if not self._stream(resp, 0):  # the first answer held only the start: stream the rest
-            self.d.upstreams.fetch_from(resp.upstream, self.path, lambda r: self._stream(r, self._part_size()),
+            self.d.upstreams.fetch_from(up, self.path, lambda r, _up: self._stream(r, self._part_size()),
                                         lambda: {"Range": f"bytes={self._part_size()}-"})
 
     # Single stream into .part.
@@ -377,23 +378,23 @@ class _Job:
 
     # Parallel chunks into .tmp.
 
-    def _parallel(self, state: _State, first: Response | None) -> None:
+    def _parallel(self, state: _State, first: Response | None, up: Upstream | None) -> None:
         """_parallel fetches the chunks state lacks, first (the answer for chunk 0) included,
         then commits the .tmp."""
         self.bar.total = state.size
         self.bar.set(sum(state.span(i)[1] + 1 - state.span(i)[0] for i in state.done))
         todo = [i for i in range(state.chunks()) if i not in state.done]
         if first is not None:
-            up: Upstream = first.upstream
             self._write_chunk(first, 0, state)
             todo.remove(0)
         elif todo:  # resumed after a restart: the first missing chunk finds the upstream
             i = todo.pop(0)
-            up = self.d.upstreams.fetch(self.path, lambda r: self._chunk_first(r, i, state), self.req.module,
+            up = self.d.upstreams.fetch(self.path, lambda r, u: self._chunk_first(r, u, i, state), self.req.module,
                                         lambda: self._chunk_headers(i, state))
 
         def fetch(i: int) -> None:
-            self.d.upstreams.fetch_from(up, self.path, lambda r: self._write_chunk(r, i, state),
+            assert up is not None
+            self.d.upstreams.fetch_from(up, self.path, lambda r, _up: self._write_chunk(r, i, state),
                                         lambda: self._chunk_headers(i, state))
 
         if todo:
@@ -418,9 +419,9 @@ class _Job:
             headers["If-Range"] = state.validator
         return headers
 
-    def _chunk_first(self, resp: Response, i: int, state: _State) -> Upstream:
+    def _chunk_first(self, resp: Response, up: Upstream, i: int, state: _State) -> Upstream:
         self._write_chunk(resp, i, state)
-        return resp.upstream  # type: ignore[no-any-return]
+        return up
 
     def _write_chunk(self, resp: Response, i: int, state: _State) -> None:
         """_write_chunk stores chunk i from a 206 answer at its offset and records it as done."""
@@ -463,8 +464,7 @@ class _Job:
         try:
             if actual != size:
                 raise TransientError(f"{self.name}: downloaded {actual} bytes, expected {size}")
-            if self.d.verify is not None:
-                self.d.verify(self.req, path)
+            self.d.verifier.check_zip(self.req.module, self.req.version, path)
         except ProxyError:
             self._discard(path, self.state_path if path == self.tmp else path)
             raise
@@ -473,5 +473,6 @@ class _Job:
             os.fsync(fd)
         finally:
             os.close(fd)
-        self.d.cache.commit(path, self.req.key, self.d.clock())
+        self.d.storage.commit(path, self.req.key, self.d.clock())
+        self.size = size
 

@@ -37,12 +37,6 @@ class MethodNotAllowed(ProxyError):
     status = 405
 
 
-class Unavailable(ProxyError):
-    """Unavailable means the server is at its connection cap or shutting down; status 503."""
-
-    status = 503
-
-
 class UpstreamError(ProxyError):
     """UpstreamError is a failed upstream fetch after retries and fallbacks; status 502."""
 
@@ -69,3 +63,7 @@ class StorageError(ProxyError):
 
 class ConfigError(Exception):
     """ConfigError is a bad option value or unknown key; the message names the key and the layer."""
+
+
+class StartupError(Exception):
+    """The proxy cannot start: the message names what failed and why (a directory, an address)."""

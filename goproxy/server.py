@@ -6,7 +6,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
@@ -39,22 +39,26 @@ class ProxyServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, config: Config, service: Service, metrics: Metrics | None = None,
-                 extra_routes: dict[str, Callable[[], tuple[str, bytes]]] | None = None) -> None:
+    def __init__(self, config: Config, service: Service, metrics: Metrics,
+                 background: Sequence[Background] = ()) -> None:
+        """Bind the listening socket (config.host, config.port); serve() or start() serves.
+
+        background jobs are started by their owner and stopped, in order, by stop() once the
+        requests in flight have drained.
+        """
         self.config = config
         self.service = service
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics
         # extra_routes maps an exact path to a function giving (content type, body).
-        self.extra_routes = {"/metrics": lambda: (Metrics.CONTENT_TYPE, self.metrics.render()),
-                             **(extra_routes or {})}
+        self.extra_routes: dict[str, Callable[[], tuple[str, bytes]]] = {
+            "/metrics": lambda: (Metrics.CONTENT_TYPE, self.metrics.render())}
+        self.background = tuple(background)
         self.stopping = False
         self._slots = threading.BoundedSemaphore(config.max_connections)
         self._active = 0
         self._idle_cond = threading.Condition()
         self._conns: set[socket.socket] = set()
         self._thread: threading.Thread | None = None
-        # background jobs are stopped (in order) once stop() has drained the requests.
-        self.background: list[Background] = []
         super().__init__((config.host, config.port), Handler)
 
     @property
@@ -247,17 +251,27 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
 
     def _send_reply(self, reply: Reply, head: bool) -> int:
-        headers = [("Content-Type", reply.content_type), ("Content-Length", str(reply.size)),
+        blob = reply.blob
+        headers = [("Content-Type", reply.content_type), ("Content-Length", str(blob.size)),
                    ("Cache-Control", reply.cache_control)]
         if head:
             self._write(200, headers)
             return 0
-        if reply.file is None or reply.size < SENDFILE_MIN:
-            body = reply.body if reply.file is None else reply.file.read(reply.size)
+        if blob.file is None or blob.size < SENDFILE_MIN:
+            body = blob.read()
             self._write(200, headers, body)
             return len(body)
         self._write(200, headers)
-        return int(self.connection.sendfile(reply.file, 0, reply.size))
+        if blob.sendfile:
+            return int(self.connection.sendfile(blob.file, 0, blob.size))
+        sent = 0
+        while sent < blob.size:
+            data = blob.file.read(min(SENDFILE_MIN, blob.size - sent))
+            if not data:
+                raise ConnectionError(f"storage ended {reply.source} content after {sent} of {blob.size} bytes")
+            self.wfile.write(data)
+            sent += len(data)
+        return sent
 
     def _send_bytes(self, status: int, ctype: str, body: bytes, cache_control: str,
                     head: bool) -> tuple[int, int]:

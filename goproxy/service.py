@@ -8,18 +8,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
 
-from . import dirhash
-from .cache import Cache
 from .config import Config
-from .errors import ChecksumError, NotFound, ProxyError, StorageError, TransientError, UpstreamError
+from .download import Downloader
+from .errors import NotFound, ProxyError, StorageError, TransientError, UpstreamError
 from .modpath import Artifact, SumdbRequest, unescape_path
-from .patterns import match_any
+from .net.http import Response
 from .singleflight import SingleFlight
-from .sumdb import SumDB
-from .transport import Response
-from .upstream import Upstreams
+from .storage.base import Blob, Storage
+from .sumdb.verify import Verifier
+from .upstream import Upstream, Upstreams
 
 log = logging.getLogger(__name__)
 
@@ -38,50 +36,48 @@ def mutable_cache_control(ttl: float) -> str:
 
 @dataclass
 class Reply:
-    """Reply is what to send: a cached file (opened) or bytes, with headers and where it came from."""
+    """What to send: the content (a Blob), its headers, and where it came from."""
 
     content_type: str
     cache_control: str
-    size: int
+    blob: Blob
     source: str  # "hit", "miss", "stale" or "local"
-    file: BinaryIO | None = None
-    body: bytes = b""
 
     def close(self) -> None:
-        """close releases the open cache file, if any."""
-        if self.file is not None:
-            self.file.close()
-            self.file = None
+        """Release the content's open file, if any."""
+        self.blob.close()
 
 
 class Service:
     """Service answers protocol requests from the cache, filling misses from the upstreams."""
 
-    def __init__(self, config: Config, cache: Cache, upstreams: Upstreams,
+    def __init__(self, config: Config, storage: Storage, upstreams: Upstreams, flights: SingleFlight[bool],
+                 verifier: Verifier, downloader: Downloader, on_use: Callable[[str], None] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
+        """Answer from storage, fetching misses through upstreams, one fetch per key (flights).
+
+        Zips are fetched by downloader; go.mod files are checked by verifier before they are
+        kept. on_use, when given, is called with the cache key of every module artifact
+        requested (before it is served); it must be cheap and never block.
+        """
         self.config = config
-        self.cache = cache
+        self.storage = storage
         self.upstreams = upstreams
+        self.flights = flights
+        self.verifier = verifier
+        self.downloader = downloader
+        self.on_use = on_use
         self.clock = clock
-        self.flights: SingleFlight[bool] = SingleFlight()
         self._not_found: dict[str, tuple[float, NotFound]] = {}
         self._nf_lock = threading.Lock()
-        # fetch_zip(req, upstream_path) downloads a zip into the cache (download.Downloader.fetch,
-        # set by cli.build_server); it verifies with verify_zip_file before committing.
-        self.fetch_zip: Callable[[Artifact, str], None] = _no_zip_fetcher
-        # sumdb, when set (-gosumdb), verifies every zip and go.mod before it is committed.
-        self.sumdb: SumDB | None = None
-        # on_use, when set, is called with the cache key of every module artifact requested
-        # (before it is served); it must be cheap and never block (usage.UsageStore.record).
-        self.on_use: Callable[[str], None] | None = None
 
     def serve(self, req: Artifact | SumdbRequest) -> Reply:
         """serve returns the reply for a parsed request; raises a ProxyError subclass on failure."""
         if isinstance(req, SumdbRequest):
-            if req.name not in self.config.sumdbs and not (self.sumdb and req.name == self.sumdb.db.name):
+            if req.name not in self.config.sumdbs and req.name != self.verifier.db_name:
                 raise NotFound(f"checksum database {req.name} is not proxied here")
             if req.path == "supported":
-                return Reply("text/plain; charset=utf-8", "no-cache", 0, "local")
+                return Reply("text/plain; charset=utf-8", "no-cache", Blob(0, 0.0, body=b""), "local")
             if req.path.startswith("lookup/"):
                 module = req.path[len("lookup/"):].rsplit("@", 1)[0]
                 if self.upstreams.private_route(unescape_path(module)):
@@ -110,8 +106,8 @@ class Service:
     def _serve_mutable(self, req: Artifact | SumdbRequest, upstream_path: str) -> Reply:
         ttl = self.config.list_ttl
         control = mutable_cache_control(ttl)
-        st = self.cache.stat(req.key)
-        if st is not None and self.clock() - st.st_mtime < ttl:
+        st = self.storage.stat(req.key)
+        if st is not None and self.clock() - st.mtime < ttl:
             reply = self._open(req, control, "hit")
             if reply is not None:
                 return reply
@@ -133,13 +129,10 @@ class Service:
         raise UpstreamError(f"{req.key} vanished from the cache right after it was fetched")
 
     def _open(self, req: Artifact | SumdbRequest, cache_control: str, source: str) -> Reply | None:
-        opened = self.cache.open_immutable(req.key) if req.immutable else self.cache.open(req.key)
-        if opened is None:
+        blob = self.storage.open(req.key, immutable=req.immutable)
+        if blob is None:
             return None
-        if isinstance(opened, bytes):
-            return Reply(req.content_type, cache_control, len(opened), source, body=opened)
-        f, st = opened
-        return Reply(req.content_type, cache_control, st.st_size, source, file=f)
+        return Reply(req.content_type, cache_control, blob, source)
 
     def _check_not_found(self, key: str) -> None:
         now = self.clock()
@@ -168,11 +161,11 @@ class Service:
         try:
             module = req.module if isinstance(req, Artifact) else None
             if isinstance(req, Artifact) and req.kind == "zip":
-                self.fetch_zip(req, upstream_path)
+                self.downloader.fetch(req, upstream_path)
             else:
                 data = self.upstreams.fetch(upstream_path, self._read_verified(req), module)
                 _validate(req, data)
-                self.cache.write(req.key, data, mtime=self.clock())
+                self.storage.write(req.key, data, mtime=self.clock())
         except NotFound as exc:
             self._remember_not_found(req.key, exc)
             log.info("not found upstream: %s (%d %s)", req.key, exc.status, exc)
@@ -184,36 +177,15 @@ class Service:
             log.info("fetched %s in %.3fs", req.key, time.monotonic() - started)
         return True
 
-    def needs_verification(self, module: str) -> bool:
-        """needs_verification: -gosumdb is on and module is neither in -gonosumdb nor private."""
-        return (self.sumdb is not None and not match_any(self.config.gonosumdb, module)
-                and self.upstreams.private_route(module) is None)
-
-    def verify_zip_file(self, req: Artifact, path: str) -> None:
-        """verify_zip_file checks a downloaded, not yet committed zip against the checksum
-        database; raises ChecksumError (nothing may be committed then) or UpstreamError."""
-        if self.sumdb is None or not self.needs_verification(req.module):
-            return
-        try:
-            got = dirhash.hash_zip(path, f"{req.module}@{req.version}/")
-        except ValueError as exc:
-            raise ChecksumError(f"{req.module}@{req.version}: invalid module zip: {exc}") from None
-        self.sumdb.check(req.module, req.version, False, got)
-
-    def _read_verified(self, req: Artifact | SumdbRequest) -> Callable[[Response], bytes]:
-        """_read_verified reads a small answer; a go.mod is checked against the checksum database."""
-        def consume(resp: Response) -> bytes:
+    def _read_verified(self, req: Artifact | SumdbRequest) -> Callable[[Response, Upstream], bytes]:
+        """Return a consumer reading a small answer; a go.mod is checked against the checksum database."""
+        def consume(resp: Response, _up: Upstream) -> bytes:
             data = _read_small(resp)
-            if (isinstance(req, Artifact) and req.kind == "mod" and self.sumdb is not None
-                    and self.needs_verification(req.module)):
-                self.sumdb.check(req.module, req.version, True, dirhash.hash_gomod(data))
+            if isinstance(req, Artifact) and req.kind == "mod":
+                self.verifier.check_mod(req.module, req.version, data)
             return data
 
         return consume
-
-
-def _no_zip_fetcher(req: Artifact, upstream_path: str) -> None:
-    raise AssertionError("Service.fetch_zip is not set")
 
 
 def _read_small(resp: Response) -> bytes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import email.utils
 import logging
 import random
@@ -14,8 +13,9 @@ from typing import TypeVar
 
 from .errors import ChecksumError, NotFound, ProxyError, TransientError, UpstreamError
 from .metrics import Metrics
+from .net.dial import basic_auth, mask_url
+from .net.http import Response, Transport
 from .patterns import match
-from .transport import Response, Transport, mask_url
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,7 @@ class Upstream:
         if parts.username is not None:
             user = urllib.parse.unquote(parts.username)
             password = urllib.parse.unquote(parts.password or "")
-            token = base64.b64encode(f"{user}:{password}".encode()).decode()
-            headers.setdefault("Authorization", f"Basic {token}")
+            headers.setdefault("Authorization", basic_auth(user, password))
             host = parts.hostname or ""
             netloc = f"[{host}]" if ":" in host else host
             if parts.port:
@@ -54,6 +53,10 @@ class Upstream:
     def name(self) -> str:
         """name is the URL with any password masked, for logs and error messages."""
         return mask_url(self.url)
+
+
+# A consumer reads an upstream's answer (resp) from the upstream (up) that gave it.
+Consume = Callable[[Response, Upstream], T]
 
 
 def classify(resp: Response, body: bytes) -> ProxyError:
@@ -116,7 +119,7 @@ class Upstreams:
                 return up
         return None
 
-    def fetch(self, path: str, consume: Callable[[Response], T], module: str | None = None,
+    def fetch(self, path: str, consume: Consume[T], module: str | None = None,
               headers: Callable[[], dict[str, str]] | None = None) -> T:
         """fetch GETs path ("/mod/@v/list") and returns consume(response) for the first 200.
 
@@ -146,11 +149,11 @@ class Upstreams:
             raise UpstreamError(f"{path}: no upstream could serve it (last: {last.status} {last})")
         raise UpstreamError(str(last))
 
-    def fetch_from(self, up: Upstream, path: str, consume: Callable[[Response], T],
+    def fetch_from(self, up: Upstream, path: str, consume: Consume[T],
                    headers: Callable[[], dict[str, str]] | None = None) -> T:
-        """fetch_from GETs path from one upstream with retries; consume sees 200 and 206 answers,
-        and 416 to a request with a Range header (resp.upstream names up, so more requests can go
-        to the same place)."""
+        """fetch_from GETs path from one upstream with retries; consume(resp, up) sees 200 and
+        206 answers, and 416 to a request with a Range header (up lets it send more requests to
+        the same place)."""
         url = up.url + path
         m = self.metrics
         for attempt in range(1, self.attempts + 1):
@@ -158,11 +161,10 @@ class Upstreams:
             try:
                 sent = headers() if headers else {}
                 resp = self.transport.get(url, headers=sent, auth=up.auth)
-                resp.upstream = up
                 with resp:
                     try:
                         if resp.status in (200, 206) or (resp.status == 416 and "Range" in sent):
-                            return consume(resp)
+                            return consume(resp, up)
                         raise classify(resp, resp.read_all(limit=64 << 10))
                     finally:
                         m.bytes_fetched.inc(resp.bytes_read)

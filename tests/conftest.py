@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from goproxy.cli import build_server
+from goproxy.app import build_server
 from goproxy.config import Config
 from goproxy.server import ProxyServer
 from tests.support import certs as test_certs

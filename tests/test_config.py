@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 
 from goproxy import cli
-from goproxy.config import OPTIONS, Config, build, format_duration, parse_duration, parse_size
+from goproxy import config as cfg
+from goproxy.cli.common import parse_flags
+from goproxy.config import OPTIONS, Config, build
 from goproxy.errors import ConfigError
+from goproxy.values import format_duration, parse_duration, parse_size
 
 
 @pytest.mark.parametrize("text,seconds", [
@@ -112,25 +115,25 @@ def test_readme_table_lists_every_option() -> None:
     (["-upstream=http://a,http://b"], {"upstream": "http://a,http://b"}, []),
 ])
 def test_go_style_flags(args: list[str], flags: dict, rest: list[str]) -> None:
-    assert cli.parse_flags(args, booleans=frozenset({"dry-run"})) == (flags, rest)
+    assert parse_flags(args, booleans=frozenset({"dry-run"})) == (flags, rest)
 
 
 def test_flag_without_value_is_an_error() -> None:
     with pytest.raises(ConfigError, match="-port"):
-        cli.parse_flags(["-port"])
+        parse_flags(["-port"])
 
 
 def test_config_file_yaml_then_env_then_flags(tmp_path: Path) -> None:
     f = tmp_path / "c.yaml"
     f.write_text("port: 1111\ncache_dir: /from/file\nupstreams:\n  - http://file.example\n")
-    config = cli.load_config({"config": str(f), "port": "3333"}, {"CACHE_DIR": "/from/env"})
+    config = cfg.load({"config": str(f), "port": "3333"}, {"CACHE_DIR": "/from/env"})
     assert (config.port, config.cache_dir, config.upstreams) == (3333, "/from/env", ("http://file.example",))
 
 
 def test_config_file_from_env_json(tmp_path: Path) -> None:
     f = tmp_path / "c.json"
     f.write_text(json.dumps({"port": 2222}))
-    assert cli.load_config({}, {"GOPROXY_CONFIG": str(f)}).port == 2222
+    assert cfg.load({}, {"GOPROXY_CONFIG": str(f)}).port == 2222
 
 
 @pytest.mark.parametrize("name,text,words", [
@@ -145,14 +148,14 @@ def test_bad_config_files_are_errors_naming_the_file(tmp_path: Path, name: str, 
     f = tmp_path / name
     f.write_text(text)
     with pytest.raises(ConfigError) as err:
-        cli.load_config({"config": str(f)}, {})
+        cfg.load({"config": str(f)}, {})
     for word in words:
         assert word in str(err.value)
 
 
 def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no-such"):
-        cli.load_config({"config": str(tmp_path / "no-such.yaml")}, {})
+        cfg.load({"config": str(tmp_path / "no-such.yaml")}, {})
 
 
 def test_main_help_version_and_bad_flag(capsys: pytest.CaptureFixture[str]) -> None:
@@ -167,7 +170,7 @@ def test_main_help_version_and_bad_flag(capsys: pytest.CaptureFixture[str]) -> N
 
 def test_shipped_config_yaml_loads_and_lists_every_option() -> None:
     path = Path(__file__).parent.parent / "config.yaml"
-    config = cli.load_config({"config": str(path)}, {})
+    config = cfg.load({"config": str(path)}, {})
     assert config == Config()  # safe defaults: the file only spells them out
     text = path.read_text()
     for opt in OPTIONS:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from goproxy import dirhash
+from goproxy.sumdb import dirhash
 
 # Known-good go.sum hashes, copied from the go command's test scripts
 # ($GOROOT/src/cmd/go/testdata/script/*.txt, e.g. mod_get_update_unrelated_sum.txt,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from goproxy import dirhash
 from goproxy.download import PARALLEL_MIN
+from goproxy.sumdb import dirhash
 from tests.conftest import get, wait_for
 from tests.support.proc import Proc, start
 from tests.support.upstream import Module, Upstream, generate
@@ -117,7 +117,7 @@ def test_a_chunk_cut_short_is_fetched_again_and_counted_once(make_proxy, upstrea
 
     upstream.fault = cut_chunk_1
     proxy = make_proxy([upstream.url], download_connections=2)
-    progress = proxy.service.fetch_zip.__self__.progress
+    progress = proxy.service.downloader.progress
     bars = []
     start = progress.start
     progress.start = lambda name: bars.append(start(name)) or bars[-1]

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from goproxy import ed25519
+from goproxy.sumdb import ed25519
 
 # RFC 8032 section 7.1 TEST 1024 message (1023 bytes).
 MSG_1024 = bytes.fromhex(

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from goproxy.config import build, parse_gosumdb
+from goproxy.config import build
 from goproxy.errors import ConfigError
-from goproxy.netproxy import NoProxy, Proxy, ProxyURL, parse_no_proxy, parse_proxy_url
+from goproxy.net.http import Transport
+from goproxy.net.proxy import NoProxy, Proxy, ProxyURL, parse_no_proxy, parse_proxy_url
 from goproxy.server import ProxyServer
-from goproxy.transport import Transport
+from goproxy.sumdb.db import parse_gosumdb
 from tests.conftest import ROOT, get
 from tests.support import daemons
 from tests.support.certs import Certs

@@ -7,8 +7,8 @@ import hashlib
 
 import pytest
 
-from goproxy import note
-from goproxy.note import InvalidSignatureError, NoteError, UnverifiedNoteError, Verifier
+from goproxy.sumdb import note
+from goproxy.sumdb.note import InvalidSignatureError, NoteError, UnverifiedNoteError, Verifier
 
 # The test checksum database's keys, from $GOROOT/src/cmd/go/proxy_test.go.
 SUMDB_VKEY = "localhost.localdev/sumdb+00000c67+AcTrnkbUA+TU4heY3hkjiSES/DSQniBqIeQ/YppAUtK6"

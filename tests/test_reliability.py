@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from goproxy.cache import PARTIAL_SUFFIXES
+from goproxy.storage.base import PARTIAL_SUFFIXES
 from tests.conftest import get, kill_under_load
 from tests.support.proc import Proc, start
 from tests.support.upstream import Module, Upstream, generate

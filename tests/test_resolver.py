@@ -13,7 +13,7 @@ import pytest
 
 from goproxy.config import build
 from goproxy.errors import ConfigError
-from goproxy.resolver import DNSServer, ResolveError, Resolver, parse_dns_server
+from goproxy.net.dns import DNSServer, ResolveError, Resolver, parse_dns_server
 from tests.conftest import ROOT, FakeClock
 from tests.support.certs import Certs
 from tests.support.daemons import Unbound, free_port

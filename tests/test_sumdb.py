@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from goproxy.config import parse_gosumdb
 from goproxy.errors import ConfigError
 from goproxy.server import ProxyServer
+from goproxy.sumdb.db import parse_gosumdb
 from tests.conftest import get
 from tests.support.gotestproxy import SUMDB_KEY, SUMDB_NAME, GoTestProxy, go_env, run_go
 

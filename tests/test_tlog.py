@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from goproxy import note, tlog
-from goproxy.tlog import Tile, TileHashReader, TlogError, Tree
+from goproxy.sumdb import note, tlog
+from goproxy.sumdb.tlog import Tile, TileHashReader, TlogError, Tree
 from tests.support.gotestproxy import GoTestProxy
 
 

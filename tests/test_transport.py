@@ -7,7 +7,8 @@ import socket
 import pytest
 
 from goproxy.errors import TransientError
-from goproxy.transport import Timeouts, Transport, mask_url
+from goproxy.net.dial import mask_url
+from goproxy.net.http import Timeouts, Transport
 from tests.support.rawserver import RawServer, response
 
 

@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from goproxy.errors import NotFound, UpstreamError
-from goproxy.transport import Response, Timeouts, Transport
+from goproxy.net.http import Response, Timeouts, Transport
 from goproxy.upstream import MAX_RETRY_AFTER, Upstream, Upstreams
 from tests.conftest import Sleeps
 from tests.support.rawserver import RawServer, response
@@ -41,7 +41,7 @@ def truncated(sock: socket.socket) -> None:
     sock.close()
 
 
-def read(resp: Response) -> bytes:
+def read(resp: Response, _up: object) -> bytes:
     return resp.read_all()
 
 

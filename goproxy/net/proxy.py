@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 import re
 import socket
 import ssl
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .transport import Connector, direct_connector
+from .dial import Connector, Resolve, basic_auth, describe, direct_connector, is_ip, mask
 
 # Proxy schemes and their default ports (as the go command's httpproxy package has them).
 SCHEMES = {"http": 80, "https": 443, "socks5": 1080, "socks5h": 1080}
 
 # The longest CONNECT reply head we read before giving up on the proxy.
 _MAX_REPLY_HEAD = 16 << 10
+
+
+class ProxyFailure(OSError):
+    """A connection through the outbound proxy failed; the message names the proxy and why."""
 
 
 @dataclass(frozen=True)
@@ -36,11 +39,6 @@ class ProxyURL:
         host = f"[{self.host}]" if ":" in self.host else self.host
         user = f"{urllib.parse.quote(self.username, safe='')}:***@" if self.username else ""
         return f"{self.scheme}://{user}{host}:{self.port}"
-
-
-def mask(text: str) -> str:
-    """mask hides the password in a URL-like string, even a malformed one."""
-    return re.sub(r"//([^/@:]*):[^/@]*@", r"//\1:***@", text)
 
 
 def parse_proxy_url(text: str) -> ProxyURL:
@@ -74,10 +72,8 @@ def parse_proxy_url(text: str) -> ProxyURL:
 
 
 def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return None
+    text = is_ip(host)
+    return None if text is None else ipaddress.ip_address(text)
 
 
 @dataclass(frozen=True)
@@ -161,7 +157,7 @@ class Proxy:
     """
 
     def __init__(self, url: str, no_proxy: Iterable[str] = (),
-                 resolve: Callable[[str], list[str]] | None = None,
+                 resolve: Resolve | None = None,
                  tls: ssl.SSLContext | None = None) -> None:
         self.url = parse_proxy_url(url)
         self.no_proxy = NoProxy(no_proxy)
@@ -182,8 +178,7 @@ class Proxy:
         """auth_headers carry the proxy's credentials to an HTTP proxy (Basic), or nothing."""
         if not self.url.username or not self.forwards_http:
             return {}
-        token = base64.b64encode(f"{self.url.username}:{self.url.password}".encode()).decode()
-        return {"Proxy-Authorization": f"Basic {token}"}
+        return {"Proxy-Authorization": basic_auth(self.url.username, self.url.password)}
 
     def connect(self, host: str, port: int, timeout: float) -> socket.socket:
         """connect is a Connector: a tunnel through the proxy, or direct for NO_PROXY hosts."""
@@ -193,23 +188,23 @@ class Proxy:
 
     def connect_proxy(self, timeout: float) -> socket.socket:
         """connect_proxy opens a connection to the HTTP proxy itself (TLS for https://);
-        raises OSError naming the proxy."""
+        raises ProxyFailure naming the proxy."""
         u = self.url
         try:
             sock = self._direct(u.host, u.port, timeout)
         except OSError as exc:
-            raise OSError(f"proxy {u.text}: {_describe(exc)}") from exc
+            raise ProxyFailure(f"proxy {u.text}: {describe(exc)}") from exc
         if u.scheme != "https":
             return sock
         try:
             return self._tls.wrap_socket(sock, server_hostname=u.host)
         except OSError as exc:
             sock.close()
-            raise OSError(f"proxy {u.text}: {_describe(exc)}") from exc
+            raise ProxyFailure(f"proxy {u.text}: {describe(exc)}") from exc
 
     def tunnel(self, host: str, port: int, timeout: float) -> socket.socket:
         """tunnel is a Connector whose socket reaches host:port through the proxy (SOCKS5 or
-        HTTP CONNECT); raises OSError naming the proxy and what it answered."""
+        HTTP CONNECT); raises ProxyFailure naming the proxy and what it answered."""
         if self.url.scheme.startswith("socks"):
             return self._socks(host, port, timeout)
         return self._http_connect(host, port, timeout)
@@ -227,15 +222,16 @@ class Proxy:
             status_line = _read_head(sock).split("\r\n", 1)[0]
             fields = status_line.split(" ", 2)
             if len(fields) < 2 or not fields[0].startswith("HTTP/") or not fields[1].isdigit():
-                raise OSError(f"proxy {u.text}: bad reply to CONNECT {authority}: {status_line[:100]!r}")
+                raise ProxyFailure(f"proxy {u.text}: bad reply to CONNECT {authority}: {status_line[:100]!r}")
             if not fields[1].startswith("2"):
-                raise OSError(f"proxy {u.text}: CONNECT {authority} refused: {' '.join(fields[1:])}")
+                raise ProxyFailure(f"proxy {u.text}: CONNECT {authority} refused: {' '.join(fields[1:])}")
             return sock
+        except ProxyFailure:
+            sock.close()
+            raise
         except OSError as exc:
             sock.close()
-            if str(exc).startswith(f"proxy {u.text}"):
-                raise
-            raise OSError(f"proxy {u.text}: CONNECT {authority}: {_describe(exc)}") from exc
+            raise ProxyFailure(f"proxy {u.text}: CONNECT {authority}: {describe(exc)}") from exc
 
     def _socks(self, host: str, port: int, timeout: float) -> socket.socket:
         import socks
@@ -257,7 +253,7 @@ class Proxy:
                     last = exc
                     if isinstance(exc, socks.SOCKS5AuthError):
                         break
-        raise OSError(f"proxy {u.text}: {host}:{port}: {_describe(last)}")
+        raise ProxyFailure(f"proxy {u.text}: {host}:{port}: {describe(last)}")
 
 
 def _read_head(sock: socket.socket) -> str:
@@ -274,16 +270,7 @@ def _read_head(sock: socket.socket) -> str:
     return data.decode("latin-1")
 
 
-def _describe(exc: BaseException | None) -> str:
-    if exc is None:
-        return "no address"
-    if isinstance(exc, socket.timeout):
-        return "timed out"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS error: {exc.reason or exc}"
-    return (str(exc) or type(exc).__name__).replace("\n", " ")
 
-
-def proxy_connector(proxy: Proxy | None, resolve: Callable[[str], list[str]] | None = None) -> Connector:
+def proxy_connector(proxy: Proxy | None, resolve: Resolve | None = None) -> Connector:
     """proxy_connector is a Connector through proxy (NO_PROXY honoured), or direct without one."""
     return proxy.connect if proxy is not None else direct_connector(resolve)

@@ -12,18 +12,13 @@ import urllib.parse
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
-from . import tlstunnel
-from .errors import TransientError, UpstreamError
-
-if TYPE_CHECKING:
-    from .netproxy import Proxy
+from ..errors import TransientError, UpstreamError
+from . import tlsintls
+from .dial import Connector, describe, direct_connector, mask_url
+from .proxy import Proxy
 
 log = logging.getLogger(__name__)
-
-# A connector opens a connected TCP socket to (host, port) within timeout; raises OSError.
-Connector = Callable[[str, int, float], socket.socket]
 
 _REDIRECTS = (301, 302, 303, 307, 308)
 _MAX_REDIRECTS = 5
@@ -53,7 +48,6 @@ class Response:
         self._done = False
         self._complete = False  # the whole body has been read
         self.bytes_read = 0  # body bytes read so far
-        self.upstream: Any = None  # the upstream.Upstream this answer came from, set by Upstreams
 
     def header(self, name: str, default: str = "") -> str:
         """header returns one response header's value, or default."""
@@ -70,7 +64,7 @@ class Response:
             data = self._resp.read1(n) if n > 0 else b""
         except (OSError, http.client.HTTPException) as exc:
             self.close()
-            raise TransientError(f"GET {self.url}: reading body: {_describe(exc)}") from exc
+            raise TransientError(f"GET {self.url}: reading body: {describe(exc)}") from exc
         self.bytes_read += len(data)
         if not data and n > 0:
             if self._resp.length:  # Content-Length promised more than arrived
@@ -138,29 +132,13 @@ class _Conn(http.client.HTTPConnection):
         if self._tls is not None:
             sock.settimeout(self._timeouts.tls)
             try:
-                sock = tlstunnel.wrap(self._tls, sock, self.host)
+                sock = tlsintls.wrap(self._tls, sock, self.host)
             except BaseException:
                 sock.close()
                 raise
         sock.settimeout(self._timeouts.read)
         self.sock = sock
 
-
-def direct_connector(resolve: Callable[[str], list[str]] | None = None) -> Connector:
-    """direct_connector connects straight to the host, resolving it with resolve when given."""
-
-    def connect(host: str, port: int, timeout: float) -> socket.socket:
-        if resolve is None:
-            return socket.create_connection((host, port), timeout=timeout)
-        last: OSError | None = None
-        for address in resolve(host):
-            try:
-                return socket.create_connection((address, port), timeout=timeout)
-            except OSError as exc:
-                last = exc
-        raise last or OSError(f"no addresses for {host}")
-
-    return connect
 
 
 class Transport:
@@ -234,7 +212,7 @@ class Transport:
                 # A pooled connection the server closed while idle: retry once on a fresh one.
                 if reused and attempt == 0 and not isinstance(exc, socket.timeout):
                     continue
-                raise TransientError(f"GET {mask_url(url)}: {_describe(exc)}") from exc
+                raise TransientError(f"GET {mask_url(url)}: {describe(exc)}") from exc
             return Response(self, key, conn, resp, mask_url(url), deadline)
         raise AssertionError("unreachable")
 
@@ -286,24 +264,3 @@ class Transport:
                     conn.close()
             self._idle.clear()
             self._idle_count = 0
-
-
-def mask_url(url: str) -> str:
-    """mask_url hides the password of a URL's userinfo for logs and error messages."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = urllib.parse.quote(parts.username or "", safe="")
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, socket.timeout):
-        return "timed out"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS error: {exc.reason or exc}"
-    text = str(exc) or type(exc).__name__
-    return text.replace("\n", " ")

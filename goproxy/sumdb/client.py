@@ -5,15 +5,15 @@ from __future__ import annotations
 import logging
 import threading
 
+from ..errors import ChecksumError, NotFound, ProxyError, UpstreamError
+from ..metrics import Metrics
+from ..modpath import escape_path, escape_version
+from ..net.http import Response
+from ..storage.base import Storage
+from ..upstream import Upstreams
 from . import tlog
-from .cache import Cache
-from .config import GoSumDB
-from .errors import ChecksumError, NotFound, ProxyError, UpstreamError
-from .metrics import Metrics
-from .modpath import escape_path, escape_version
+from .db import GoSumDB
 from .note import NoteError, Verifier, open_note
-from .transport import Response
-from .upstream import Upstream, Upstreams
 
 log = logging.getLogger(__name__)
 security = logging.getLogger("goproxy.security")
@@ -23,7 +23,7 @@ TILE_HEIGHT = 8
 MAX_ANSWER = 1 << 20
 
 
-def _read(resp: Response) -> bytes:
+def _read(resp: Response, _up: object = None) -> bytes:
     return resp.read_all(limit=MAX_ANSWER)
 
 
@@ -35,16 +35,19 @@ class SumDB:
     one kept in the cache directory, so a database that forks its log is caught.
     """
 
-    def __init__(self, db: GoSumDB, upstreams: Upstreams, cache: Cache,
-                 metrics: Metrics | None = None) -> None:
+    def __init__(self, db: GoSumDB, upstreams: Upstreams, direct: Upstreams, cache: Storage,
+                 metrics: Metrics) -> None:
+        """Verify against db, asked through upstreams' /sumdb/ passthrough or else direct.
+
+        direct reaches the database itself (db.url, or https://<name>); answers and the newest
+        verified tree head are kept in cache.
+        """
         self.db = db
         self.verifier = Verifier(db.key)
         self.upstreams = upstreams
         self.cache = cache
-        self.metrics = metrics or Metrics()
-        self._direct = Upstreams([Upstream.from_url(db.url or f"https://{db.name}")], upstreams.transport,
-                                 attempts=upstreams.attempts, backoff=upstreams.backoff,
-                                 sleep=upstreams._sleep, metrics=self.metrics)
+        self.metrics = metrics
+        self._direct = direct
         self._proxied: bool | None = None if not db.url else False
         self._lock = threading.Lock()
         self._latest: tlog.Tree | None = None

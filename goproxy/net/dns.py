@@ -6,7 +6,6 @@ made; DoH's JSON format needs neither.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
 import socket
@@ -18,9 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .dial import Connector, describe, direct_connector, is_ip, mask
 from .doh import MAX_CNAMES, Answer, DoH, NoSuchHost, NotThisFormat
-from .netproxy import mask
-from .transport import Connector, direct_connector
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +40,6 @@ class DNSServer:
             return mask(self.url)
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.scheme}://{host}:{self.port}"
-
-
-def _ip(host: str) -> str | None:
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        return None
 
 
 def parse_dns_server(text: str) -> DNSServer:
@@ -76,14 +67,14 @@ def parse_dns_server(text: str) -> DNSServer:
         raise ValueError(f"{mask(raw)!r}: missing DNS server host")
     if port == 0:
         raise ValueError(f"{mask(raw)!r}: bad port (want 1-65535)")
-    if scheme in ("udp", "tcp") and _ip(host) is None:
+    if scheme in ("udp", "tcp") and is_ip(host) is None:
         raise ValueError(f"{raw!r}: a {scheme} DNS server must be an IP address")
     _require(scheme)
     return DNSServer(scheme, host, port or DEFAULT_PORTS[scheme], raw if scheme == "https" else "")
 
 
 def _split_host_port(raw: str, text: str) -> tuple[str, int | None]:
-    if _ip(text):
+    if is_ip(text):
         return text, None  # a bare IPv6 address
     m = re.fullmatch(r"\[([^\]/]*)\](?::([^:]*))?|([^:\[\]/?@]*)(?::([^:]*))?", text)
     if not m:
@@ -169,7 +160,7 @@ class Resolver:
     def resolve(self, host: str) -> list[str]:
         """resolve returns host's IPv4 then IPv6 addresses (an IP literal as it is), from the
         cache while the answer's TTL lasts. Raises ResolveError naming host and DNS server."""
-        ip = _ip(host.strip("[]"))
+        ip = is_ip(host.strip("[]"))
         if ip is not None:
             return [ip]
         name = host.lower().rstrip(".")
@@ -268,7 +259,7 @@ class Resolver:
     def _server_addresses(self) -> list[str]:
         """_server_addresses are the DNS server's IPs: as written, else from the system resolver."""
         host = self.server.host
-        if _ip(host):
+        if is_ip(host):
             return [host]
         try:
             infos = socket.getaddrinfo(host, self.server.port, type=socket.SOCK_STREAM)
@@ -371,11 +362,9 @@ def _errors() -> tuple[type[BaseException], ...]:
 
 
 def _reason(exc: BaseException) -> str:
-    """_reason is a one-line description of a failed query."""
-    if isinstance(exc, socket.timeout) or type(exc).__name__ == "Timeout":
-        return "timed out"
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS error: certificate verify failed: {exc.verify_message}"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS error: {exc.reason or exc}"
-    return (str(exc) or type(exc).__name__).replace("\n", " ")
+    """Return a one-line description of a failed query (dnspython's Timeout reads "timed out")."""
+    try:
+        from dns.exception import Timeout
+    except ImportError:
+        return describe(exc)
+    return "timed out" if isinstance(exc, Timeout) else describe(exc)

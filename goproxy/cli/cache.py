@@ -8,12 +8,13 @@ import sys
 import time
 from collections.abc import Mapping
 
-from . import cli
-from .cache import Cache
-from .cleanup import Cleaner, scan
-from .config import Config, parse_bool
-from .errors import ConfigError
-from .usage import UsageStore
+from ..config import Config
+from ..errors import ConfigError
+from ..storage.cleanup import Cleaner, scan
+from ..storage.disk import DiskStorage
+from ..storage.usage import UsageStore
+from ..values import parse_bool
+from .common import load_command_config, parse_flags
 
 USAGE = """Usage: goproxy cache stats [flags]     modules, versions, bytes and oldest last use
        goproxy cache gc [-dry-run] [flags] remove what -max-cache-age and -max-cache-size say
@@ -33,7 +34,7 @@ def cache_command(args: list[str], environ: Mapping[str, str]) -> int:
         print(f"goproxy cache: unknown command {what!r}\n{USAGE}", file=sys.stderr, end="")
         return 2
     try:
-        flags, extra = cli.parse_flags(rest, booleans=frozenset({"dry-run", "h", "help"}))
+        flags, extra = parse_flags(rest, booleans=frozenset({"dry-run", "h", "help"}))
         if {"h", "help"} & flags.keys():
             sys.stdout.write(USAGE)
             return 0
@@ -42,9 +43,11 @@ def cache_command(args: list[str], environ: Mapping[str, str]) -> int:
             raise ConfigError("flag -dry-run: only cache gc takes it")
         if extra:
             raise ConfigError(f"unexpected argument {extra[0]!r}")
-        config = cli.load_config(flags, environ)
     except (ConfigError, ValueError) as exc:
         print(f"goproxy cache {what}: {exc}", file=sys.stderr)
+        return 2
+    config = load_command_config(flags, environ, f"goproxy cache {what}")
+    if config is None:
         return 2
     if not os.path.isdir(config.cache_dir):
         print(f"goproxy cache {what}: no cache directory at {os.path.abspath(config.cache_dir)}",
@@ -64,7 +67,7 @@ def cache_command(args: list[str], environ: Mapping[str, str]) -> int:
 def stats(config: Config, store: UsageStore) -> int:
     """stats prints modules, versions, bytes and the oldest last use of the cache; returns 0."""
     root = os.path.abspath(config.cache_dir)
-    found = scan(root, time.time())
+    found = scan(DiskStorage(root), time.time())
     known = store.last_used()
     live = {p: e for p, e in found.entries.items() if e.files}
     modules = {m for m, _ in live}
@@ -90,7 +93,7 @@ def gc(config: Config, store: UsageStore, dry_run: bool) -> int:
     """gc makes one cleanup pass with the configured limits and prints what it removed; returns 0."""
     if not config.max_cache_age and not config.max_cache_size:
         print("no -max-cache-age or -max-cache-size set: nothing is due for removal")
-    cleaner = Cleaner(Cache(config.cache_dir), store, time.time, config.max_cache_age, config.max_cache_size)
+    cleaner = Cleaner(DiskStorage(config.cache_dir), store, time.time, config.max_cache_age, config.max_cache_size)
     report = cleaner.run(dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     now = time.time()

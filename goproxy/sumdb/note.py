@@ -8,7 +8,7 @@ import hashlib
 import re
 import unicodedata
 
-from goproxy import ed25519
+from . import ed25519
 
 # ALG_ED25519 is the algorithm byte that starts an Ed25519 verifier key.
 ALG_ED25519 = 1

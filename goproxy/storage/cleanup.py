@@ -4,7 +4,6 @@ least recently used while over -max-cache-size; the cleanup thread and its usage
 from __future__ import annotations
 
 import logging
-import os
 import re
 import sqlite3
 import threading
@@ -12,9 +11,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .cache import PARTIAL_SUFFIXES, Cache
-from .config import Config, format_duration
-from .metrics import Metrics
+from ..metrics import Metrics
+from ..values import format_duration
+from .base import PARTIAL_SUFFIXES, Stat, Storage
 from .usage import Pair, UsageStore
 
 log = logging.getLogger(__name__)
@@ -36,20 +35,20 @@ class Entry:
 
     module: str
     version: str
-    # files maps each cache key of the entry to (size, mtime, inode) as scanned.
-    files: dict[str, tuple[int, float, int]] = field(default_factory=dict)
+    # files maps each cache key of the entry to its Stat as scanned.
+    files: dict[str, Stat] = field(default_factory=dict)
     # busy is True when a partial file of the entry exists: a download is under way.
     busy: bool = False
 
     @property
     def size(self) -> int:
         """size is the bytes of the entry's files."""
-        return sum(f[0] for f in self.files.values())
+        return sum(f.size for f in self.files.values())
 
     @property
     def mtime(self) -> float:
         """mtime is the newest modification time of the entry's files (its use when unknown)."""
-        return max((f[1] for f in self.files.values()), default=0.0)
+        return max((f.mtime for f in self.files.values()), default=0.0)
 
     @property
     def name(self) -> str:
@@ -74,50 +73,38 @@ class Scan:
     sumdb_bytes: int = 0
 
 
-def scan(root: str, now: float) -> Scan:
-    """scan walks the cache root and groups artifact files by module version.
+def scan(storage: Storage, now: float) -> Scan:
+    """Return what storage holds, grouped by module version.
 
-    Files that vanish meanwhile are skipped; a partial file (cache.PARTIAL_SUFFIXES) marks its
-    entry busy, or, once older than STALE_PARTIAL at now, is one of its files; sumdb/ is only
-    counted.
+    A partial file (PARTIAL_SUFFIXES) marks its entry busy, or, once older than STALE_PARTIAL
+    at now, is one of its files; files under sumdb/ are only counted.
     """
     found = Scan()
-    for dirpath, dirnames, filenames in os.walk(root):
-        rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
-        if rel == SUMDB_DIR or rel.startswith(SUMDB_DIR + "/"):
-            for name in filenames:
-                st = _lstat(os.path.join(dirpath, name))
-                if st is not None:
-                    found.sumdb_files += 1
-                    found.sumdb_bytes += st.st_size
+    for st in storage.scan():
+        key = st.key
+        if key.startswith(SUMDB_DIR + "/"):
+            found.sumdb_files += 1
+            found.sumdb_bytes += st.size
             continue
-        if rel == ".":
-            continue
-        if os.path.basename(dirpath) == "@v":
-            dirnames[:] = []
-            module = rel[: -len("/@v")]
-            if not module:
-                continue
-            for name in filenames:
-                _add(found, root, module, f"{rel}/{name}", name, True, now)
+        module, sep, name = key.partition("/@v/")
+        if sep:
+            if module and "/" not in name:
+                _add(found, module, st, name, True, now)
         else:
-            for name in filenames:
-                if name.startswith("@latest"):
-                    _add(found, root, rel, f"{rel}/{name}", name, False, now)
+            module, _, name = key.rpartition("/")
+            if module and name.startswith("@latest"):
+                _add(found, module, st, name, False, now)
     return found
 
 
-def _add(found: Scan, root: str, module: str, key: str, name: str, in_v: bool, now: float) -> None:
+def _add(found: Scan, module: str, st: Stat, name: str, in_v: bool, now: float) -> None:
     if name.endswith(PARTIAL_SUFFIXES):
-        st = _lstat(os.path.join(root, key))
-        if st is None:
-            return
         if not in_v or name.startswith("list."):
             version: str | None = ""
         else:
             m = _PARTIAL_ARTIFACT.match(name)
             version = m.group(1) if m else None
-        fresh = st.st_mtime > now - STALE_PARTIAL
+        fresh = st.mtime > now - STALE_PARTIAL
         if version is None:
             if fresh:
                 found.busy_modules.add(module)
@@ -126,7 +113,7 @@ def _add(found: Scan, root: str, module: str, key: str, name: str, in_v: bool, n
         if fresh:
             entry.busy = True
         else:
-            entry.files[key] = (st.st_size, st.st_mtime, st.st_ino)
+            entry.files[st.key] = st
         return
     if not in_v:
         if name != "@latest":
@@ -139,18 +126,8 @@ def _add(found: Scan, root: str, module: str, key: str, name: str, in_v: bool, n
         if not dot or not base or ext not in _DELETE_ORDER:
             return
         version = base
-    st = _lstat(os.path.join(root, key))
-    if st is None:
-        return
     entry = found.entries.setdefault((module, version), Entry(module, version))
-    entry.files[key] = (st.st_size, st.st_mtime, st.st_ino)
-
-
-def _lstat(path: str) -> os.stat_result | None:
-    try:
-        return os.lstat(path)
-    except OSError:
-        return None
+    entry.files[st.key] = st
 
 
 @dataclass
@@ -197,11 +174,11 @@ class Cleaner:
     recorded since the pass began; files go by Cache.delete, so readers keep their open file.
     """
 
-    def __init__(self, cache: Cache, store: UsageStore, clock: Callable[[], float] = time.time,
+    def __init__(self, storage: Storage, store: UsageStore, clock: Callable[[], float] = time.time,
                  max_age: float = 0.0, max_size: int = 0,
                  in_flight: Callable[[str], bool] = lambda key: False,
                  metrics: Metrics | None = None) -> None:
-        self.cache = cache
+        self.storage = storage
         self.store = store
         self.clock = clock
         self.max_age = max_age
@@ -225,7 +202,7 @@ class Cleaner:
         started = self.clock()
         if not dry_run:
             self.store.flush()
-        found = scan(self.cache.root, started)
+        found = scan(self.storage, started)
         known = self.store.last_used()
         report = Report()
         new = [(m, v, e.mtime) for (m, v), e in found.entries.items() if (m, v) not in known and e.files]
@@ -271,7 +248,7 @@ class Cleaner:
             if versions_before.get(module) and not left and (module, "") in live:
                 remove((module, ""), "no version left")
             if not dry_run:
-                self._prune(module)
+                self.storage.prune(f"{module}/@v")
         report.kept_bytes = sum(e.size for e in live.values())
         report.kept_files = sum(len(e.files) for e in live.values())
         if self.metrics is not None and not dry_run:
@@ -289,32 +266,18 @@ class Cleaner:
         """_delete removes the entry's files unless one was replaced since the scan; True if gone."""
         complete = True
         for key in sorted(entry.files, key=_sort_key):
-            size, mtime, ino = entry.files[key]
-            st = _lstat(self.cache.path(key))
-            if st is None:
-                continue
-            if (st.st_ino, st.st_mtime) != (ino, mtime) or self.in_flight(key):
-                complete = False  # a fresh copy arrived: it is in use, leave it
+            if self.in_flight(key):
+                complete = False
                 continue
             try:
-                self.cache.delete(key)
+                if not self.storage.delete(key, expect=entry.files[key]) and self.storage.stat(key) is not None:
+                    complete = False  # a fresh copy arrived: it is in use, leave it
             except OSError as exc:
                 log.warning("cache cleanup: cannot remove %s: %s", key, exc)
                 complete = False
         if complete:
             self.store.forget([(entry.module, entry.version)], before=started)
         return complete
-
-    def _prune(self, module: str) -> None:
-        """_prune removes the module's directories that are now empty, up to the cache root."""
-        path = os.path.join(self.cache.root, *module.split("/"), "@v")
-        while path.startswith(self.cache.root + os.sep):
-            try:
-                os.rmdir(path)
-            except OSError:
-                if os.path.basename(path) != "@v":
-                    break
-            path = os.path.dirname(path)
 
     def start(self, interval: float) -> Cleaner:
         """start runs a pass now and then every interval seconds in a daemon thread; returns self."""
@@ -352,26 +315,25 @@ def log_report(report: Report, dry_run: bool) -> None:
 
 
 class Housekeeping:
-    """Housekeeping owns a server's usage store and cleaner: start() runs their threads,
-    stop() ends them with a final flush. Usable (record, run, flush) without start()."""
+    """Run a server's usage store and cleaner: start() runs their threads, stop() ends them
+    with a final flush."""
 
-    def __init__(self, config: Config, cache: Cache, in_flight: Callable[[str], bool],
-                 clock: Callable[[], float] = time.time, metrics: Metrics | None = None) -> None:
-        self.config = config
-        self.store = UsageStore(cache.root, clock)
-        self.cleaner = Cleaner(cache, self.store, clock, config.max_cache_age, config.max_cache_size,
-                               in_flight, metrics)
+    def __init__(self, store: UsageStore, cleaner: Cleaner, interval: float) -> None:
+        self.store = store
+        self.cleaner = cleaner
+        self.interval = interval
 
     def start(self) -> None:
-        """start runs the flush thread and the cleanup thread (a pass now, then every interval)."""
+        """Start the flush thread and the cleanup thread (a pass now, then every interval)."""
         self.store.start()
-        self.cleaner.start(self.config.cleanup_interval)
-        age = format_duration(self.config.max_cache_age) if self.config.max_cache_age else "forever"
-        size = f"{self.config.max_cache_size} bytes" if self.config.max_cache_size else "unlimited"
+        self.cleaner.start(self.interval)
+        c = self.cleaner
+        age = format_duration(c.max_age) if c.max_age else "forever"
+        size = f"{c.max_size} bytes" if c.max_size else "unlimited"
         log.info("cache cleanup every %s: keep unused versions %s; size limit %s",
-                 format_duration(self.config.cleanup_interval), age, size)
+                 format_duration(self.interval), age, size)
 
     def stop(self) -> None:
-        """stop ends the cleanup thread, then flushes and closes the usage store."""
+        """End the cleanup thread, then flush and close the usage store."""
         self.cleaner.stop()
         self.store.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import http.client
-import ipaddress
 import json
 import socket
 import ssl
@@ -15,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Optional
 
-from . import h2, tlstunnel
-from .transport import Connector
+from . import h2, tlsintls
+from .dial import Connector, is_ip
 
 # The largest body accepted: a DNS message is at most 64 KiB, a JSON answer is smaller.
 MAX_BODY = 64 << 10
@@ -90,7 +89,7 @@ class DoH:
         for _ in range(MAX_CNAMES):
             found = [(d, t) for kind, n, d, t in answers if kind == _RDTYPES[rdtype] and n == owner]
             if found:
-                addresses = [_ip(d) for d, _ in found]
+                addresses = [is_ip(d) for d, _ in found]
                 if None in addresses:
                     raise ValueError(f"bad {rdtype} record in {found!r}")
                 return [a for a in addresses if a], min(ttls + [t for _, t in found]), None
@@ -105,12 +104,6 @@ class DoH:
 def _fqdn(name: str) -> str:
     return name.lower().rstrip(".") + "."
 
-
-def _ip(text: str) -> str | None:
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        return None
 
 @dataclass(frozen=True)
 class Reply:
@@ -141,7 +134,7 @@ def get(url: str, headers: Mapping[str, str], connect: Connector, tls: ssl.SSLCo
     raw = connect(host, port, timeout)
     try:
         raw.settimeout(timeout)
-        sock = tlstunnel.wrap(tls, raw, host)
+        sock = tlsintls.wrap(tls, raw, host)
     except BaseException:
         raw.close()
         raise

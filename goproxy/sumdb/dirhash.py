@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import zipfile
@@ -49,8 +50,9 @@ def _raw_name(info: zipfile.ZipInfo) -> bytes:
     return info.orig_filename.encode("cp437")
 
 
-def hash_zip(path: str, prefix: str = "") -> str:
-    """hash_zip returns the "h1:" hash of the module zip at path, as Go's dirhash.HashZip.
+def hash_zip(path: str | IO[bytes], prefix: str = "") -> str:
+    """Return the "h1:" hash of the module zip at path (a file name or a seekable file), as
+    Go's dirhash.HashZip does.
 
     Every entry is hashed under its name exactly as stored, directories included.
     When prefix (such as "example.com/m@v1.0.0/") is not empty, every name must start
@@ -59,7 +61,8 @@ def hash_zip(path: str, prefix: str = "") -> str:
     read, a bad CRC, a name outside prefix or a name with a newline; OSError if path
     cannot be opened.
     """
-    with open(path, "rb") as f:
+    with contextlib.ExitStack() as stack:
+        f = stack.enter_context(open(path, "rb")) if isinstance(path, str) else path
         try:
             z = zipfile.ZipFile(f)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as e:

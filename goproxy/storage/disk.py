@@ -1,0 +1,184 @@
+"""The disk cache: artifacts under a root directory at their escaped URL path, atomic commits,
+deletes that never race a reader, and small immutable files kept in memory."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import threading
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from ..errors import BadRequest
+from .base import DISK_ERRNOS, Blob, Stat, Storage, storage_error
+
+# Immutable artifacts up to MEMO_MAX bytes are also kept in memory, MEMO_BUDGET bytes in all.
+MEMO_MAX = 16 << 10
+MEMO_BUDGET = 32 << 20
+
+def _stat(key: str, st: os.stat_result) -> Stat:
+    return Stat(key, st.st_size, st.st_mtime, f"{st.st_ino}:{st.st_mtime_ns}")
+
+
+class DiskStorage(Storage):
+    """Store artifacts under root at their escaped URL path ("mod/@v/v1.0.0.zip").
+
+    A complete file only ever appears by renaming a fully written, fsynced temp file in the
+    same directory; deletion renames aside first, so open readers keep their file.
+    """
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+        self._memo: dict[str, bytes] = {}  # small immutable files, oldest first
+        self._memo_bytes = 0
+        self._memo_lock = threading.Lock()
+
+    def path(self, key: str) -> str:
+        """Return the absolute file path of key; raise BadRequest if it would leave the root."""
+        if not key or "\x00" in key or key.startswith("/") or "\\" in key:
+            raise BadRequest(f"invalid cache key {key!r}")
+        full = os.path.normpath(os.path.join(self.root, key))
+        if not full.startswith(self.root + os.sep):
+            raise BadRequest(f"path {key!r} escapes the cache")
+        return full
+
+    def open(self, key: str, immutable: bool = False) -> Blob | None:
+        """Return the committed file under key, or None when absent.
+
+        With immutable, a file of up to MEMO_MAX bytes comes back as its bytes and is kept in
+        memory (oldest out first) until the key is written or deleted here, so a hit costs no
+        open/fstat/read/close, each of which hands the interpreter lock around.
+        """
+        if immutable:
+            body = self._memo.get(key)
+            if body is not None:
+                return Blob(len(body), 0.0, body=body)
+        try:
+            f = open(self.path(key), "rb")  # noqa: SIM115 - the Blob owns the file
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        st = os.fstat(f.fileno())
+        if not immutable or st.st_size > MEMO_MAX:
+            return Blob(st.st_size, st.st_mtime, file=f, sendfile=True)
+        with f:
+            body = f.read(MEMO_MAX + 1)
+        with self._memo_lock:
+            if key not in self._memo:
+                self._memo[key] = body
+                self._memo_bytes += len(body)
+                while self._memo_bytes > MEMO_BUDGET:
+                    self._memo_bytes -= len(self._memo.pop(next(iter(self._memo))))
+        return Blob(len(body), st.st_mtime, body=body)
+
+    def _forget(self, key: str) -> None:
+        with self._memo_lock:
+            body = self._memo.pop(key, None)
+            if body is not None:
+                self._memo_bytes -= len(body)
+
+    def stat(self, key: str) -> Stat | None:
+        """Return the committed file's Stat for key, or None when absent."""
+        try:
+            return _stat(key, os.stat(self.path(key)))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    @contextlib.contextmanager
+    def writer(self, key: str, mtime: float | None = None) -> Iterator[BinaryIO]:
+        """Yield a temp file beside key; on a clean exit fsync it and rename it into place.
+
+        mtime, when given, is stamped on the committed file. On an exception the temp file is
+        removed and nothing appears under key. Raises StorageError when the disk refuses.
+        """
+        tmp = f"{self.path(key)}.{secrets.token_hex(4)}.part"
+        f = self.create(key, tmp)
+        try:
+            try:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            finally:
+                f.close()
+            self.commit(tmp, key, mtime)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+                raise storage_error(key, exc) from exc
+            raise
+
+    def staging(self, key: str) -> str:
+        """Return key's own path: its partial files live beside it."""
+        return self.path(key)
+
+    def create(self, key: str, path: str) -> BinaryIO:
+        """Open path, a file beside key, for writing, making its directory (again, if cleanup
+        pruned it meanwhile); raise StorageError."""
+        for attempt in range(3):
+            try:
+                os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+                return open(path, "wb")  # noqa: SIM115 - the caller closes it
+            except (FileNotFoundError, FileExistsError) as exc:  # makedirs raced an rmdir
+                if attempt == 2:
+                    raise storage_error(key, exc) from exc
+            except OSError as exc:
+                raise storage_error(key, exc) from exc
+        raise AssertionError("unreachable")
+
+    def commit(self, path: str, key: str, mtime: float | None = None) -> None:
+        """Rename path, a complete and fsynced file beside key, into place as key, stamped
+        with mtime when given; raise StorageError when the disk refuses."""
+        try:
+            os.chmod(path, 0o644)
+            if mtime is not None:
+                os.utime(path, (mtime, mtime))
+            os.replace(path, self.path(key))
+        except OSError as exc:
+            raise storage_error(key, exc) from exc
+        self._forget(key)
+
+    def delete(self, key: str, expect: Stat | None = None) -> bool:
+        """Remove key by renaming it aside first, so open readers keep their file.
+
+        With expect, only while the file is still the one expect describes. Returns True if
+        removed; raises OSError when the disk refuses.
+        """
+        final = self.path(key)
+        if expect is not None:
+            now = self.stat(key)
+            if now is None or now.token != expect.token:
+                return False
+        aside = f"{final}.{secrets.token_hex(4)}.del"
+        try:
+            os.rename(final, aside)
+        except FileNotFoundError:
+            return False
+        self._forget(key)
+        os.unlink(aside)
+        return True
+
+    def scan(self) -> Iterator[Stat]:
+        """Yield every file under the root but the root's own (the usage database)."""
+        for dirpath, _dirnames, filenames in os.walk(self.root):
+            rel = os.path.relpath(dirpath, self.root)
+            if rel == ".":
+                continue
+            prefix = rel.replace(os.sep, "/") + "/"
+            for name in filenames:
+                try:
+                    st = os.lstat(os.path.join(dirpath, name))
+                except OSError:
+                    continue
+                yield _stat(prefix + name, st)
+
+    def prune(self, prefix: str) -> None:
+        """Remove the now empty directories of prefix and above it, up to the root."""
+        path = self.path(prefix)
+        while path.startswith(self.root + os.sep):
+            try:
+                os.rmdir(path)
+            except OSError:
+                if os.path.basename(path) != "@v":
+                    break
+            path = os.path.dirname(path)
