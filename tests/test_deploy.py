@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, get
 from tests.support.gotestproxy import GoTestProxy, download
+from tests.support.helpers import ROOT, get
 from tests.support.proc import Proc, start
 
 pytestmark = pytest.mark.timeout(900)

@@ -13,7 +13,7 @@ import pytest
 
 from goproxy.download import PARALLEL_MIN
 from goproxy.sumdb import dirhash
-from tests.conftest import get, wait_for
+from tests.support.helpers import get, wait_for
 from tests.support.proc import Proc, start
 from tests.support.upstream import Module, Upstream, generate
 

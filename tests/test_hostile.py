@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from goproxy.errors import BadRequest, NotFound
 from goproxy.modpath import escape_path, escape_version, parse_request, unescape_path, unescape_version
-from tests.conftest import get
+from tests.support.helpers import get
 from tests.support.upstream import Upstream, generate
 
 LONG = "a" * 8192

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from goproxy.metrics import Metrics
-from tests.conftest import get
+from tests.support.helpers import get
 from tests.support.upstream import Upstream, generate
 
 _SAMPLE = re.compile(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (-?[0-9.e+]+|NaN|\+Inf|-Inf)')

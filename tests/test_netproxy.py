@@ -21,12 +21,12 @@ from goproxy.net.http import Transport
 from goproxy.net.proxy import NoProxy, Proxy, ProxyURL, parse_no_proxy, parse_proxy_url
 from goproxy.server import ProxyServer
 from goproxy.sumdb.db import parse_gosumdb
-from tests.conftest import ROOT, get
 from tests.support import daemons
 from tests.support.certs import Certs
 from tests.support.daemons import Daemon, Unbound
 from tests.support.dnsservers import TLSFront
 from tests.support.gotestproxy import SUMDB_KEY, SUMDB_NAME, GoTestProxy, go_env, run_go
+from tests.support.helpers import ROOT, get
 from tests.support.proc import Proc, start
 from tests.support.rawserver import RawServer, response
 from tests.support.upstream import Module, Upstream, generate

@@ -10,7 +10,7 @@ import pytest
 from goproxy.config import PrivateUpstream, build
 from goproxy.errors import ConfigError
 from goproxy.patterns import match
-from tests.conftest import get
+from tests.support.helpers import get
 from tests.support.upstream import Upstream, generate
 
 SECRET = "tok-9f8e7d6c5b4a"

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from goproxy.progress import LINE_INTERVAL, Progress, choose_mode
-from tests.conftest import FakeClock, get, wait_for
+from tests.support.helpers import FakeClock, get, wait_for
 from tests.support.proc import ROOT
 from tests.support.upstream import Upstream, generate
 

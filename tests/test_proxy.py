@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from goproxy.server import ProxyServer
-from tests.conftest import FakeClock, Sleeps, get, wait_for
+from tests.support.helpers import FakeClock, Sleeps, get, wait_for
 from tests.support.upstream import Upstream, generate
 
 MOD = "example.com/Hello"

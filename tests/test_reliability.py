@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from goproxy.storage.base import PARTIAL_SUFFIXES
-from tests.conftest import get, kill_under_load
+from tests.support.helpers import get, kill_under_load
 from tests.support.proc import Proc, start
 from tests.support.upstream import Module, Upstream, generate
 

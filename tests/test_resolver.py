@@ -14,10 +14,10 @@ import pytest
 from goproxy.config import build
 from goproxy.errors import ConfigError
 from goproxy.net.dns import DNSServer, ResolveError, Resolver, parse_dns_server
-from tests.conftest import ROOT, FakeClock
 from tests.support.certs import Certs
 from tests.support.daemons import Unbound, free_port
 from tests.support.dnsservers import DoHJSON, DoQServer
+from tests.support.helpers import ROOT, FakeClock
 
 pytestmark = pytest.mark.timeout(60)
 

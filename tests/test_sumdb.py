@@ -18,8 +18,8 @@ import pytest
 from goproxy.errors import ConfigError
 from goproxy.server import ProxyServer
 from goproxy.sumdb.db import parse_gosumdb
-from tests.conftest import get
 from tests.support.gotestproxy import SUMDB_KEY, SUMDB_NAME, GoTestProxy, go_env, run_go
+from tests.support.helpers import get
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -9,7 +9,7 @@ import pytest
 from goproxy.errors import NotFound, UpstreamError
 from goproxy.net.http import Response, Timeouts, Transport
 from goproxy.upstream import MAX_RETRY_AFTER, Upstream, Upstreams
-from tests.conftest import Sleeps
+from tests.support.helpers import Sleeps
 from tests.support.rawserver import RawServer, response
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from goproxy.storage.usage import DB_NAME, UsageStore, split_key
-from tests.conftest import ROOT, FakeClock, get, kill_under_load, wait_for
+from tests.support.helpers import ROOT, FakeClock, get, kill_under_load, wait_for
 from tests.support.proc import Proc, start
 from tests.support.upstream import Upstream, generate
 
