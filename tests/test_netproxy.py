@@ -26,7 +26,7 @@ from tests.support.certs import Certs
 from tests.support.daemons import Daemon, Unbound
 from tests.support.dnsservers import TLSFront
 from tests.support.gotestproxy import SUMDB_KEY, SUMDB_NAME, GoTestProxy, go_env, run_go
-from tests.support.helpers import ROOT, get
+from tests.support.helpers import ROOT, get, wait_for
 from tests.support.proc import Proc, start
 from tests.support.rawserver import RawServer, response
 from tests.support.upstream import Module, Upstream, generate
@@ -133,7 +133,7 @@ def test_socks5_username_and_password(system_user: tuple[str, str], started: lis
     status, body = fetch_zip(wrong, module)
     assert status == 502
     assert f"socks5://{name}:***@127.0.0.1:{port}".encode() in body and b"wrong" not in body
-    assert "password authentication failed" in d.log_text()
+    wait_for(lambda: "password authentication failed" in d.log_text())  # dante logs it after answering
 
 
 def test_custom_dns_over_https_goes_through_the_socks_proxy(

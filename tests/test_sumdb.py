@@ -190,7 +190,7 @@ def test_verify_cache_reports_tampered_files(make_proxy, testproxy: GoTestProxy)
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
+    from tests.support.helpers import ROOT
 
     db = f"{SUMDB_KEY} {testproxy.url}/sumdb-direct"
     proxy = make_proxy([testproxy.url], gosumdb=sumdb(testproxy.url + "/sumdb-direct"))
