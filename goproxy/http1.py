@@ -120,32 +120,33 @@ def find_head_end(buf: bytes | bytearray, start: int = 0) -> int:
     size = len(buf)
     start = min(max(start, 0), size)
     end = buf.find(_END, start - 3 if start > 3 else 0)
-    line_start = 2 if buf[:2] == _CRLF else 0
-    line_end = buf.find(_CRLF, line_start, line_start + MAX_REQUEST_LINE + 2)
-    if line_end < 0 and size >= line_start + MAX_REQUEST_LINE + 2:
-        raise HeadError(414, "request line too long")
-    if line_end - line_start > MAX_REQUEST_LINE:
+    line_start = 2 if buf.startswith(_CRLF) else 0
+    # Searching for LF alone is several times faster than for CRLF; a bare LF is refused anyway.
+    line_lf = buf.find(b"\n", line_start, line_start + MAX_REQUEST_LINE + 2)
+    if line_lf < 0 and size >= line_start + MAX_REQUEST_LINE + 2:
         raise HeadError(414, "request line too long")
     if end >= 0:
         end += 4
         if end > MAX_HEAD:
             raise HeadError(431, "request head too large")
-        if end > 2 * MAX_FIELDS and buf.count(_CRLF, line_start, end - 2) - 1 > MAX_FIELDS:
+        if end > 2 * MAX_FIELDS and buf.count(b"\n", line_start, end - 2) - 1 > MAX_FIELDS:
             raise HeadError(431, "too many header fields")
         return end
     if size >= MAX_HEAD:
         raise HeadError(431, "request head too large")
-    if size > 2 * MAX_FIELDS and buf.count(_CRLF, line_start) - 1 > MAX_FIELDS:
-        raise HeadError(431, "too many header fields")
-    if buf.count(b"\n", start) != buf.count(_CRLF, start - 1 if start else 0):
-        raise HeadError(400, "bare LF in request head; lines must end with CRLF")
-    if line_end >= 0:
-        line = bytes(buf[line_start:line_end])
-        if line.translate(None, _PLAIN):
-            raise HeadError(400, "control byte in request line")
-        _parse_request_line(line)
-    else:
-        word = bytes(buf[line_start:size]).split(b" ", 1)[0]
+    # Work that scans more than the new bytes runs only when they complete a line.
+    if buf.find(b"\n", start) >= 0:
+        if buf.count(b"\n", start) != buf.count(_CRLF, start - 1 if start else 0):
+            raise HeadError(400, "bare LF in request head; lines must end with CRLF")
+        if size > 2 * MAX_FIELDS and buf.count(b"\n", line_start) - 1 > MAX_FIELDS:
+            raise HeadError(431, "too many header fields")
+        if line_lf >= start:
+            line = bytes(buf[line_start:line_lf - 1])
+            if line.translate(None, _PLAIN):
+                raise HeadError(400, "control byte in request line")
+            _parse_request_line(line)
+    if line_lf < 0:
+        word = bytes(buf[line_start:line_start + 32]).split(b" ", 1)[0]
         if word.translate(None, _TCHAR) not in (b"", b"\r"):
             raise HeadError(400, "request does not begin with an HTTP method")
     return -1
@@ -156,9 +157,14 @@ def parse_head(data: bytes | bytearray) -> Request:
 
     data is the head exactly as find_head_end delimits it: from the first byte through the
     CRLF CRLF that ends it (one leading empty line is ignored).
-    Raises HeadError: 400 for anything malformed or ambiguous (see the checks below), 414/431
-    for heads over the limits, 501 for a Transfer-Encoding other than "chunked", 505 for an
-    HTTP version other than 1.0 and 1.1.
+    Raises HeadError: 414/431 for heads over the limits; 505 for a version other than HTTP/1.0
+    and HTTP/1.1; 501 for a Transfer-Encoding other than exactly "chunked"; 400 for anything
+    malformed or ambiguous: a request line other than METHOD SP target SP version, a target not
+    in origin, absolute (http/https) or asterisk (OPTIONS only) form, control bytes but HT, bare
+    CR or LF, obs-fold, a field name that is not a token or has whitespace before the colon, a
+    missing (HTTP/1.1) or malformed Host, a repeated field from _SINGLETONS, and every body
+    framing that could desynchronize the connection (Content-Length not 1*DIGIT, Content-Length
+    with Transfer-Encoding, any body on GET or HEAD, Transfer-Encoding in HTTP/1.0).
     """
     if type(data) is not bytes:
         data = bytes(data)
@@ -279,7 +285,7 @@ def _absolute_form(target: str) -> tuple[str, str]:
         if 0 <= i < cut:
             cut = i
     authority, path = rest[:cut], rest[cut:]
-    if not authority or "@" in authority or not _HOST.fullmatch(authority):
+    if not authority or not _HOST.fullmatch(authority):  # _HOST has no "@": userinfo is refused
         raise HeadError(400, "invalid authority in absolute-form request target")
     if path[:1] != "/":
         path = "/" + path
@@ -288,6 +294,8 @@ def _absolute_form(target: str) -> tuple[str, str]:
 
 def _field_name(line: bytes, name: bytes, colon: bytes) -> str:
     """Return the lower-cased name of a header field line not in _NAMES, or raise HeadError 400."""
+    if colon and name and not name.translate(None, _TCHAR):
+        return name.decode("ascii").lower()
     if line[:1] in (b" ", b"\t"):
         raise HeadError(400, "obsolete line folding in header field")
     if not line:
@@ -298,9 +306,7 @@ def _field_name(line: bytes, name: bytes, colon: bytes) -> str:
         raise HeadError(400, "empty header field name")
     if name[-1:] in (b" ", b"\t"):
         raise HeadError(400, "whitespace before the colon in a header field")
-    if name.translate(None, _TCHAR):
-        raise HeadError(400, "invalid character in header field name")
-    return name.decode("ascii").lower()
+    raise HeadError(400, "invalid character in header field name")
 
 
 def _control_error(text: bytes) -> HeadError:
