@@ -23,13 +23,13 @@ from goproxy.auth import (
     AuthFile,
     AuthFileError,
     Credentials,
-    auth_command,
     claimed_name,
     hash_secret,
     parse_authorization,
     verify_secret,
 )
-from tests.conftest import FakeClock, wait_for
+from goproxy.cli.auth import auth_command
+from tests.support.helpers import FakeClock, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 ITER = 1000  # cheap hashes for tests; the default cost is pinned by its own test
@@ -473,7 +473,7 @@ class Terminal:
     """Terminal runs auth_command in a child whose stdin is a pseudo-terminal, as a person at a shell."""
 
     def __init__(self, args: list[str]) -> None:
-        code = ("import sys; from goproxy.auth import auth_command; "
+        code = ("import sys; from goproxy.cli.auth import auth_command; "
                 "sys.exit(auth_command(sys.argv[1:], sys.stdin, sys.stdout, sys.stderr, iterations=1000))")
         self.master, slave = os.openpty()
         # A new session has no controlling terminal, so getpass reads the pty on stdin.

@@ -16,6 +16,12 @@ from ..values import format_duration
 from .common import parse_flags, setup_logging
 
 
+def _auth(args: list[str], environ: Mapping[str, str]) -> int:
+    from .auth import auth_command
+
+    return auth_command(args, sys.stdin, sys.stdout, sys.stderr)
+
+
 def _cache(args: list[str], environ: Mapping[str, str]) -> int:
     from .cache import cache_command
 
@@ -31,6 +37,7 @@ def _verify_cache(args: list[str], environ: Mapping[str, str]) -> int:
 # Subcommands: name → function(args, environ) returning an exit status; each imports its module
 # only when it runs.
 SUBCOMMANDS: dict[str, Callable[[list[str], Mapping[str, str]], int]] = {
+    "auth": _auth,
     "cache": _cache,
     "verify-cache": _verify_cache,
 }
