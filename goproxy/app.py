@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from .config import Config
 from .download import Downloader
 from .errors import StartupError
+from .locks import LocalOnly
 from .metrics import Metrics
 from .net.dial import direct_connector
 from .net.dns import Resolver
@@ -108,7 +109,7 @@ def build(config: Config, clock: Clock = time.time, sleep: Sleep = time.sleep,
     usage = UsageStore(storage.root, clock)
     cleaner = Cleaner(storage, usage, clock, config.max_cache_age, config.max_cache_size, flights.in_flight,
                       metrics)
-    service = Service(config, storage, upstreams, flights, verifier, downloader, usage.record, clock)
+    service = Service(config, storage, upstreams, flights, verifier, downloader, LocalOnly(), usage.record, clock)
     return App(config, metrics, storage, transport, upstreams, verifier, flights, downloader, usage, cleaner,
                service)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from .config import Config
 from .download import Downloader
 from .errors import NotFound, ProxyError, StorageError, TransientError, UpstreamError
+from .locks import KeyLocks
 from .modpath import Artifact, SumdbRequest, unescape_path
 from .net.http import Response
 from .singleflight import SingleFlight
@@ -52,9 +53,10 @@ class Service:
     """Service answers protocol requests from the cache, filling misses from the upstreams."""
 
     def __init__(self, config: Config, storage: Storage, upstreams: Upstreams, flights: SingleFlight[bool],
-                 verifier: Verifier, downloader: Downloader, on_use: Callable[[str], None] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
-        """Answer from storage, fetching misses through upstreams, one fetch per key (flights).
+                 verifier: Verifier, downloader: Downloader, locks: KeyLocks,
+                 on_use: Callable[[str], None] | None = None, clock: Callable[[], float] = time.time) -> None:
+        """Answer from storage, fetching misses through upstreams, one fetch per key (flights
+        in this process, locks across the processes sharing storage).
 
         Zips are fetched by downloader; go.mod files are checked by verifier before they are
         kept. on_use, when given, is called with the cache key of every module artifact
@@ -66,6 +68,7 @@ class Service:
         self.flights = flights
         self.verifier = verifier
         self.downloader = downloader
+        self.locks = locks
         self.on_use = on_use
         self.clock = clock
         self._not_found: dict[str, tuple[float, NotFound]] = {}
@@ -155,7 +158,19 @@ class Service:
             self._not_found[key] = (now + self.config.not_found_ttl, exc)
 
     def _fetch(self, req: Artifact | SumdbRequest, upstream_path: str) -> bool:
-        """_fetch fills the cache for req from upstream; runs once per key at a time."""
+        """Fill the cache for req from upstream; runs once per key at a time in this process.
+
+        Across processes (or replicas) the key's lock makes it one fetch: a process that gets
+        the lock after another committed what it came for fetches nothing.
+        """
+        asked = self.clock()
+        with self.locks.hold(req.key, WAIT_TIMEOUT):
+            st = self.storage.stat(req.key)
+            if st is not None and (req.immutable or st.mtime >= asked):
+                return True  # another process fetched it while this one waited for the lock
+            return self._fetch_locked(req, upstream_path)
+
+    def _fetch_locked(self, req: Artifact | SumdbRequest, upstream_path: str) -> bool:
         log.info("[CACHE MISS] %s", req.key)
         started = time.monotonic()
         try:
