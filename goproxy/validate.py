@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -76,11 +77,8 @@ def check_zip(file: str | BinaryIO, module: str, version: str, *, max_zip_file: 
     """
     modpath.check_path(module)
     modpath.check_version(module, version)
-    if isinstance(file, str):
-        with open(file, "rb") as f:
-            _check_zip(f, f"{module}@{version}/", max_zip_file, max_go_mod, max_license)
-    else:
-        _check_zip(file, f"{module}@{version}/", max_zip_file, max_go_mod, max_license)
+    with open(file, "rb") if isinstance(file, str) else contextlib.nullcontext(file) as f:
+        _check_zip(f, f"{module}@{version}/", max_zip_file, max_go_mod, max_license)
 
 
 def _check_zip(f: BinaryIO, prefix: str, max_zip_file: int, max_go_mod: int, max_license: int) -> None:
@@ -183,6 +181,8 @@ _EOL = (_EOF, _EOL_COMMENT, "\n")
 _GO_VERSION = re.compile(r"([1-9][0-9]*)\.(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))?([a-z]+[0-9]+)?")
 _LAX_GO_VERSION = re.compile(r"v?(([1-9][0-9]*)\.(0|[1-9][0-9]*))([^0-9].*)")
 _BLOCK_VERBS = ("module", "godebug", "require", "exclude", "replace", "retract", "tool", "ignore")
+_GO_STRING_PART = re.compile(r'([^\\"\n]+)|\\([abfnrtv\\"])|\\x([0-9a-fA-F]{2})|\\([0-3][0-7]{2})'
+                             r"|\\u([0-9a-fA-F]{4})|\\U([0-9a-fA-F]{8})")
 _ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", "\\": "\\", '"': '"'}
 
 
@@ -252,37 +252,22 @@ def _mod_string(token: str) -> str:
 
 def _go_unquote(body: str) -> str | None:
     """Return the value of a Go interpreted string literal's body, or None if it is malformed."""
-    out, i = bytearray(), 0
-    while i < len(body):
-        c = body[i]
-        if c in '\n"':
+    out, pos = bytearray(), 0
+    while pos < len(body):
+        m = _GO_STRING_PART.match(body, pos)
+        if m is None:
             return None
-        if c != "\\":
-            out += c.encode("utf-8", "surrogateescape")
-            i += 1
-            continue
-        e = body[i + 1:i + 2]
-        if e in _ESCAPES:
-            out += _ESCAPES[e].encode()
-            i += 2
-        elif e in ("x", "u", "U"):
-            n = {"x": 2, "u": 4, "U": 8}[e]
-            digits = body[i + 2:i + 2 + n]
-            if len(digits) != n or not all(d in "0123456789abcdefABCDEF" for d in digits):
-                return None
-            v = int(digits, 16)
-            if e != "x" and (v > 0x10FFFF or 0xD800 <= v <= 0xDFFF):
-                return None
-            out += bytes([v]) if e == "x" else chr(v).encode()
-            i += 2 + n
-        elif e and e in "01234567":
-            digits = body[i + 1:i + 4]
-            if len(digits) != 3 or not all(d in "01234567" for d in digits) or int(digits, 8) > 255:
-                return None
-            out.append(int(digits, 8))
-            i += 4
+        text, escape, hex2, octal, hex4, hex8 = m.groups()
+        if text or escape:
+            out += (text or _ESCAPES[escape]).encode("utf-8", "surrogateescape")
+        elif hex2 or octal:
+            out.append(int(hex2, 16) if hex2 else int(octal, 8))  # an octal escape is at most 377
         else:
-            return None
+            rune = int(hex4 or hex8, 16)
+            if rune > 0x10FFFF or 0xD800 <= rune <= 0xDFFF:
+                return None
+            out += chr(rune).encode()
+        pos = m.end()
     return out.decode("utf-8", "surrogateescape")
 
 
