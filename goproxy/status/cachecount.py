@@ -17,7 +17,7 @@ from .model import CacheCount
 log = logging.getLogger(__name__)
 
 # COUNT_INTERVAL is how old, in seconds, a count may get before a look at the page starts a new
-# one (walking a cache of 100,000 files takes about a second of CPU).
+# one (walking a cache of 100,000 files takes one to two seconds of CPU).
 COUNT_INTERVAL = 300.0
 # FIRST_WAIT is how long the first look waits for the first count before showing none.
 FIRST_WAIT = 1.0
