@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from . import __version__
 from .config import Config
 from .download import Downloader
 from .errors import StartupError
@@ -17,10 +19,16 @@ from .net.dial import direct_connector
 from .net.dns import Resolver
 from .net.http import Timeouts, Transport
 from .net.proxy import Proxy, proxy_connector
+from .page import PAGE_TYPE, proxy_address, render
 from .progress import Progress
-from .server import ProxyServer
+from .server import ProxyServer, Route
 from .service import Service
 from .singleflight import SingleFlight
+from .status.cachecount import CacheCounter
+from .status.logring import WarningRing
+from .status.model import to_json
+from .status.source import CacheReport, ChecksumReport, StatusSource, UpstreamTable
+from .status.traffic import History, read_counters
 from .storage.cleanup import Cleaner, Housekeeping
 from .storage.disk import DiskStorage
 from .storage.usage import UsageStore
@@ -114,15 +122,65 @@ def build(config: Config, clock: Clock = time.time, sleep: Sleep = time.sleep,
                service)
 
 
+class LogCapture:
+    """Attach a log handler to the root logger while the server runs (start), detach it at stop."""
+
+    def __init__(self, handler: logging.Handler) -> None:
+        self.handler = handler
+
+    def start(self) -> None:
+        """Attach the handler."""
+        logging.getLogger().addHandler(self.handler)
+
+    def stop(self) -> None:
+        """Detach the handler."""
+        logging.getLogger().removeHandler(self.handler)
+
+
+def build_status(config: Config, app: App, progress: Progress, clock: Clock = time.time,
+                 ) -> tuple[StatusSource, History, WarningRing]:
+    """Return the front page's status collector, with the history sampler and the warnings ring
+    it reads (both still to be started or attached by the caller)."""
+    metrics = app.metrics
+    history = History(lambda: read_counters(metrics), clock)
+    ring = WarningRing()
+    upstreams = [(u.name, "") for u in app.upstreams.upstreams] + [(u.name, p) for p, u in app.upstreams.private]
+    counter = CacheCounter(app.storage, app.usage.last_used, clock)
+    source = StatusSource(
+        version=__version__, started=clock(), workers=1, clock=clock,  # one serving process
+        upstreams=UpstreamTable(upstreams, metrics),
+        checksum=ChecksumReport(app.verifier.db_name, config.sumdbs, metrics),
+        cache=CacheReport(counter, config.max_cache_size, config.max_cache_age, config.cleanup_interval),
+        traffic=lambda: read_counters(metrics), history=history.minutes, downloads=progress.snapshot,
+        warnings=ring.entries)
+    return source, history, ring
+
+
+def status_routes(source: StatusSource, config: Config) -> dict[str, Route]:
+    """Return the routes of the front page (/) and /status.json.
+
+    The page names the proxy by the request's Host header, else by config's address.
+    """
+    host = config.host if config.host not in ("", "0.0.0.0", "::") else "localhost"
+    fallback = f"[{host}]:{config.port}" if ":" in host else f"{host}:{config.port}"
+    return {"/": lambda h: (PAGE_TYPE, render(source.collect(), proxy_address(h, fallback))),
+            "/status.json": lambda h: ("application/json", to_json(source.collect()))}
+
+
 def build_server(config: Config, clock: Clock = time.time, sleep: Sleep = time.sleep,
                  progress: Progress | None = None) -> ProxyServer:
-    """Return a bound, not yet serving server for config; its housekeeping is its first background job.
+    """Return a bound, not yet serving server for config.
 
-    Raises StartupError when the cache directory cannot be made or the address cannot be bound.
+    Its background jobs, in order: cache housekeeping, the traffic history sampler, and the
+    capture of warnings for the front page. Raises StartupError when the cache directory cannot
+    be made or the address cannot be bound.
     """
+    progress = progress or Progress("off")
     app = build(config, clock, sleep, progress)
     housekeeping = Housekeeping(app.usage, app.cleaner, config.cleanup_interval)
+    status, history, ring = build_status(config, app, progress, clock)
     try:
-        return ProxyServer(config, app.service, app.metrics, background=[housekeeping])
+        return ProxyServer(config, app.service, app.metrics, background=[housekeeping, history, LogCapture(ring)],
+                           routes=status_routes(status, config))
     except OSError as exc:
         raise StartupError(f"cannot listen on {config.host or '0.0.0.0'}:{config.port}: {exc.strerror}") from None

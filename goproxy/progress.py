@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TextIO
 
 # A download reports at most one line per this many seconds when stderr is not a terminal.
@@ -23,6 +24,17 @@ def human(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} GB"
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One download in progress, as read at one moment (for the status page)."""
+
+    name: str  # "module@version"
+    done: int  # bytes on disk
+    total: int  # the zip's size; 0 until known
+    elapsed: float  # seconds since the download started
+    speed: float  # bytes per second fetched in this run (bytes resumed from disk not counted)
 
 
 class Bar:
@@ -53,6 +65,13 @@ class Bar:
     def close(self) -> None:
         """close removes the bar."""
         self.owner._remove(self)
+
+    def snapshot(self, now: float) -> Transfer:
+        """Return the bar's figures at now (a monotonic time from the owner's clock)."""
+        with self._lock:
+            done, total, base = self.done, self.total, self._base
+        elapsed = max(now - self.started, 0.0)
+        return Transfer(self.name, done, total, elapsed, (done - base) / max(elapsed, 1e-6))
 
     def render(self, now: float) -> str:
         """render is the bar's one-line text: name, percent, bytes, speed, ETA."""
@@ -89,6 +108,13 @@ class Progress:
         with self._lock:
             self._bars.append(bar)
         return bar
+
+    def snapshot(self) -> list[Transfer]:
+        """Return every download under way, oldest first; reads only, in every mode."""
+        now = self.clock()
+        with self._lock:
+            bars = list(self._bars)
+        return [b.snapshot(now) for b in bars]
 
     def finished(self, name: str, size: int, seconds: float) -> None:
         """finished logs the download's completion line: size, duration and speed (in every mode)."""

@@ -6,7 +6,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
@@ -22,6 +22,11 @@ access_log = logging.getLogger("goproxy.access")
 ALLOW = "GET, HEAD"
 # Replies larger than this go out with socket.sendfile; smaller ones with one write.
 SENDFILE_MIN = 64 << 10
+
+
+# A route answers one exact path: called with the request's Host header ("" when absent), it
+# returns (content type, body).
+Route = Callable[[str], tuple[str, bytes]]
 
 
 class Background(Protocol):
@@ -40,18 +45,18 @@ class ProxyServer(ThreadingHTTPServer):
     request_queue_size = 128
 
     def __init__(self, config: Config, service: Service, metrics: Metrics,
-                 background: Sequence[Background] = ()) -> None:
+                 background: Sequence[Background] = (), routes: Mapping[str, Route] | None = None) -> None:
         """Bind the listening socket (config.host, config.port); serve() or start() serves.
 
         background jobs are started by their owner and stopped, in order, by stop() once the
-        requests in flight have drained.
+        requests in flight have drained. routes answer exact paths beside /metrics.
         """
         self.config = config
         self.service = service
         self.metrics = metrics
-        # extra_routes maps an exact path to a function giving (content type, body).
-        self.extra_routes: dict[str, Callable[[], tuple[str, bytes]]] = {
-            "/metrics": lambda: (Metrics.CONTENT_TYPE, self.metrics.render())}
+        # extra_routes maps an exact path to its Route.
+        self.extra_routes: dict[str, Route] = {
+            "/metrics": lambda host: (Metrics.CONTENT_TYPE, self.metrics.render()), **(routes or {})}
         self.background = tuple(background)
         self.stopping = False
         self._slots = threading.BoundedSemaphore(config.max_connections)
@@ -206,8 +211,8 @@ class Handler(BaseHTTPRequestHandler):
                 endpoint = "health"
                 status, sent = self._send_bytes(200, "text/plain; charset=utf-8", b"ok\n", "no-store", head)
             elif route is not None:
-                endpoint = path.strip("/")
-                ctype, body = route()
+                endpoint = path.strip("/") or "page"
+                ctype, body = route(self.headers.get("Host", ""))
                 status, sent = self._send_bytes(200, ctype, body, "no-store", head)
             else:
                 req = parse_request(path)

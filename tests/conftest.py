@@ -24,6 +24,10 @@ from tests.support.rawserver import RawServer
 from tests.support.upstream import Upstream
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: takes seconds (a real browser, many processes)")
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()

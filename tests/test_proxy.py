@@ -179,7 +179,7 @@ def test_invalid_info_json_is_rejected_and_not_cached(make_proxy, upstream: Upst
     ("/example.com/m/@v/..%2f..%2fx.zip", 400),
     ("/example.com/m/@v/v1.0.0.ziphash", 404),
     ("/favicon.ico", 404),
-    ("/", 404),
+    ("/index.html", 404),                      # "/" is the front page; nothing else is
 ])
 def test_malformed_requests_never_reach_upstream(make_proxy, upstream: Upstream, path: str, status: int) -> None:
     proxy = make_proxy([upstream.url])

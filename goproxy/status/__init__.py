@@ -1,0 +1,1 @@
+"""The status page's data: the model, its readers (metrics, cache count, log ring) and the collector."""
