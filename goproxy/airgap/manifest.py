@@ -165,3 +165,24 @@ def load(data: bytes) -> Manifest:
     return Manifest(_get(doc, "tool", str, ""), _get(doc, "created", str, ""), _get(db, "name", str, "sumdb."),
                     _get(db, "key", str, "sumdb."), _get(db, "tree_size", int, "sumdb."),
                     _get(db, "tree_hash", str, "sumdb."), _modules(doc.get("modules"), ""), members, since)
+
+
+def read(path: str) -> Manifest:
+    """Return the manifest in a file: a manifest.json, or a bundle whose first member is one.
+
+    Raises BundleError saying what is wrong.
+    """
+    import tarfile
+
+    try:
+        if tarfile.is_tarfile(path):
+            with tarfile.open(path, mode="r|*") as tf:
+                info = tf.next()
+                f = tf.extractfile(info) if info is not None and info.name == NAME else None
+                if f is None or info is None or info.size > MAX_SIZE:
+                    raise BundleError(f"{path}: a bundle starts with {NAME}")
+                return load(f.read())
+        with open(path, "rb") as g:
+            return load(g.read(MAX_SIZE + 1))
+    except (OSError, EOFError, tarfile.TarError) as exc:
+        raise BundleError(f"{path}: {getattr(exc, 'strerror', None) or exc}") from None

@@ -136,7 +136,7 @@ class OfflineUpstreams(Upstreams):
             data = self.storage.read(req.key)
             if data is not None:
                 return data
-        raise NotFound(f"{req.module}@{req.version}: .{req.kind} is not in the offline cache")
+        raise NotFound(f"{req.module}@{req.version} is not in the offline cache (no .{req.kind})")
 
     def _sumdb(self, req: SumdbRequest) -> bytes:
         if req.path == "supported":
