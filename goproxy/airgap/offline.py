@@ -129,7 +129,10 @@ class OfflineUpstreams(Upstreams):
         if isinstance(req, SumdbRequest):
             return self._sumdb(req)
         if req.kind == "list":
-            return "".join(v + "\n" for v in self.versions(req.module)).encode()
+            versions = self.versions(req.module)
+            if not versions:
+                raise NotFound(f"{req.module} is not in the offline cache")
+            return "".join(v + "\n" for v in versions).encode()
         if req.kind == "latest":
             return self._latest(req.module)
         if req.kind != "zip" and is_canonical(req.version):
