@@ -249,7 +249,7 @@ def test_check_says_present_missing_fetchable_and_not_found(world: World) -> Non
 def test_check_offline_also_wants_the_checksum_record(world: World) -> None:
     world.export(world.tmp / "b.tgz", "example.com/m0@v1.0.0")
     world.import_(world.tmp / "b.tgz")
-    (world.dst / f"example.com/m2/@v").mkdir(parents=True)
+    (world.dst / "example.com/m2/@v").mkdir(parents=True)
     for ext in ("info", "mod", "zip"):
         (world.dst / f"example.com/m2/@v/v1.0.0.{ext}").write_bytes(b"x")
     offline = ["-cache", str(world.dst), "-upstream", "off", "-gosumdb", world.db.vkey]

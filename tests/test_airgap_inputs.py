@@ -85,7 +85,8 @@ def test_malformed_require_lines_are_errors(text: str) -> None:
 
 def test_module_list_skips_comments_and_blanks() -> None:
     w = Wants()
-    parse_module_list("# carried in March\nrsc.io/quote@v1.5.2  # the greeting\n\n// more\ngolang.org/x/text@v0.3.0\n", w)
+    parse_module_list("# carried in March\nrsc.io/quote@v1.5.2  # the greeting\n\n// more\n"
+                      "golang.org/x/text@v0.3.0\n", w)
     assert [x.name for x in w] == ["golang.org/x/text@v0.3.0", "rsc.io/quote@v1.5.2"]
 
 
