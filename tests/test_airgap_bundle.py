@@ -159,6 +159,9 @@ TAMPERING = {
     "lookup-record-changed": (_change_record, True, f"sumdb/{DB}/lookup/example.com/m1@v1.0.0: not proven"),
     "tile-removed": (_remove_tile, True, "is missing"),
     "tree-head-signed-by-another-key": (_other_key, True, f"sumdb/{DB}/latest: the signed tree head does not verify"),
+    "tile-corrupted": (lambda m: _flip(m, next(n for n in m if "/tile/8/1/" in n)), True, "downloaded inconsistent"),
+    "tile-added-that-the-tree-has-not": (lambda m: m.update({f"sumdb/{DB}/tile/8/0/000.p/7": b"\0" * 224}), True,
+                                         f"sumdb/{DB}/tile/8/0/000.p/7: not a tile of the bundle's tree head"),
     "member-listed-but-absent": (lambda m: m.pop("example.com/m2/@v/v1.0.0.mod"), False,
                                  "example.com/m2/@v/v1.0.0.mod: listed in manifest.json but not in the bundle"),
 }
@@ -212,17 +215,19 @@ def test_a_bundle_of_an_untrusted_database_is_refused(world: World) -> None:
 
 def test_prefetch_with_a_wrong_gosum_hash_fails_that_module_and_caches_the_rest(world: World) -> None:
     mods = [world.mods[f"example.com/m{i}@v1.0.0"] for i in range(3)]
-    text = gosum(mods).replace(zip_h1(mods[1]), "h1:" + base64.b64encode(b"\0" * 32).decode())
+    wrong = "h1:" + base64.b64encode(b"\0" * 32).decode()
+    text = gosum(mods).replace(zip_h1(mods[1]), wrong).replace(dirhash.hash_gomod(mods[2].mod), wrong)
     (world.tmp / "go.sum").write_text(text)
     p = goproxy("prefetch", *world.online(), str(world.tmp / "go.sum"))
     assert p.returncode == 1
     assert "FAILED example.com/m1@v1.0.0: example.com/m1@v1.0.0: checksum mismatch" in p.stdout
-    assert "3 module versions: 2 ready, 1 failed" in p.stdout
+    assert "FAILED example.com/m2@v1.0.0: example.com/m2@v1.0.0/go.mod: checksum mismatch" in p.stdout
+    assert "3 module versions: 1 ready, 2 failed" in p.stdout
     src = Path(world.src)
-    for i in (0, 2):
-        for ext in ("info", "mod", "zip"):
-            assert (src / f"example.com/m{i}/@v/v1.0.0.{ext}").exists()
-    assert not [p for p in (src / "example.com/m1").rglob("*") if p.is_file()]
+    for ext in ("info", "mod", "zip"):
+        assert (src / f"example.com/m0/@v/v1.0.0.{ext}").exists()
+    for bad in ("m1", "m2"):  # not even the zip of m2, which matched, stays
+        assert not [p for p in (src / f"example.com/{bad}").rglob("*") if p.is_file()]
 
 
 def test_prefetch_checks_files_already_cached_against_gosum(world: World) -> None:

@@ -122,8 +122,8 @@ def test_a_project_builds_inside_the_air_gap_with_checksums_verified(
 def test_an_incremental_bundle_moves_the_offline_tree_forward_and_old_and_new_verify(
         go: str, upstream: Upstream, procs: list[Proc], recorder: Recorder, tmp_path: Path) -> None:
     db = SumDBServer(upstream)
-    db.filler(200)
     first = [db.add(generate(f"example.com/lib{i}", "v1.0.0")) for i in range(3)]
+    db.filler(297)  # the first tree ends inside the second level-0 tile, which no record of ours is in
     flags = ["-cache", str(tmp_path / "src"), "-upstream", upstream.url, "-gosumdb", db.vkey, "-progress", "off"]
     names = [f"{m.path}@{m.version}" for m in first]
     b1 = tmp_path / "b1.tgz"
@@ -157,6 +157,8 @@ def test_an_incremental_bundle_moves_the_offline_tree_forward_and_old_and_new_ve
     assert p.returncode == 0, p.stderr
     assert f"moved from {size1} to {db.size}" in p.stdout
     assert (dst / verified_tree_key(db.name)).read_bytes() == db.signed
+    # The records imported before now carry the new tree head too.
+    assert (dst / f"sumdb/{db.name}/lookup/example.com/lib1@v1.0.0").read_bytes().endswith(db.signed)
 
     # The go command that knew the old tree head checks the new one against it; old and new verify.
     run_go(go, ["mod", "download", *names, *new_names], dict(gopath_env, GOMODCACHE=str(tmp_path / "mc2")),

@@ -82,3 +82,11 @@ def test_checksum_data_the_cache_holds_is_served(offline: ProxyServer, recorder:
     assert b"not in the offline cache" in body
     assert get(offline, "/sumdb/other.example/supported")[0] == 404
     assert recorder.connections == 0
+
+
+def test_the_trap_sees_the_connections_of_a_proxy_that_is_online(
+        make_proxy: Callable[..., ProxyServer], recorder: Recorder) -> None:
+    # The control for the tests above: the same trap does see an online proxy's outbound connection.
+    online = make_proxy(["http://upstream.example"], proxy=f"http://127.0.0.1:{recorder.port}", retry_attempts=1)
+    assert get(online, "/example.com/m/@v/v1.3.0.info")[0] == 502
+    assert recorder.connections >= 1

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ..errors import ChecksumError, ProxyError
+from ..errors import ProxyError
 from ..modpath import Artifact
 from ..service import Reply, Service
 from ..storage.base import Storage
@@ -45,8 +45,8 @@ class Prefetcher:
     per key), several versions at once.
 
     Files the service fetches are checked against go.sum before they are committed (the service's
-    verifier is a GoSumVerifier); files already cached are checked here. A version with a hash
-    mismatch keeps nothing this run fetched for it.
+    verifier is a GoSumVerifier); files already cached are checked here. A version that fails
+    (a hash mismatch, say) keeps nothing this run fetched for it.
     """
 
     def __init__(self, service: Service, storage: Storage, workers: int = 8) -> None:
@@ -74,18 +74,17 @@ class Prefetcher:
                     reply.close()
             except ProxyError as exc:
                 out.error = str(exc)
-                if isinstance(exc, ChecksumError):
-                    self._forget(out)
+                self._forget(out)
                 log.error("prefetch %s: %s", want.name, exc)
                 return out
             (out.fetched if reply.source != "hit" else out.cached).append(art.key)
         return out
 
     def _forget(self, out: Outcome) -> None:
-        """Remove what this run fetched for a version that failed its checks."""
+        """Remove what this run fetched for a version that failed."""
         for key in out.fetched:
             self.storage.delete(key)
-            log.info("removed %s: %s failed its checksum checks", key, out.want.name)
+            log.info("removed %s: %s failed", key, out.want.name)
         out.fetched.clear()
 
 
