@@ -275,3 +275,13 @@ def test_a_new_tree_head_that_cannot_be_proven_consistent_with_the_cache_is_refu
     assert f"sumdb/{DB}/latest: cannot prove the trees of size 273 and 573" in out
     assert "-since" in out
     assert snapshot(world.dst) == before
+
+
+def test_export_all_carries_every_cached_version(world: World) -> None:
+    (world.tmp / "list.txt").write_text("example.com/m0@v1.0.0\nexample.com/m2@v1.0.0\n")
+    assert goproxy("prefetch", *world.online(), str(world.tmp / "list.txt")).returncode == 0
+    world.export(world.tmp / "all.tgz", "-all")
+    doc = json.loads(read_bundle(world.tmp / "all.tgz")["manifest.json"])
+    assert [m["path"] for m in doc["modules"]] == ["example.com/m0", "example.com/m2"]
+    out = world.import_(world.tmp / "all.tgz")
+    assert "moved from 0" in out
