@@ -6,10 +6,12 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from . import __version__
+from .airgap.gosum import GoSumVerifier, Want
+from .airgap.offline import OfflineUpstreams
 from .config import Config
 from .download import Downloader
 from .errors import StartupError
@@ -35,6 +37,8 @@ from .storage.usage import UsageStore
 from .sumdb.client import SumDB
 from .sumdb.verify import Verifier
 from .upstream import Upstream, Upstreams
+
+log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -78,6 +82,18 @@ def build_verifier(config: Config, upstreams: Upstreams, storage: DiskStorage, m
     return Verifier(SumDB(db, upstreams, direct, storage, metrics), config.gonosumdb, private)
 
 
+def build_offline(config: Config, storage: DiskStorage, metrics: Metrics,
+                  clock: Clock) -> tuple[OfflineUpstreams, Verifier]:
+    """Return the upstreams and verifier of -upstream off: the cache alone, no outbound connection."""
+    private = [(p.pattern, Upstream.from_url(p.url)) for p in config.private_upstreams]
+    upstreams = OfflineUpstreams(storage, metrics, clock, config.list_ttl, private)
+    is_private = lambda module: upstreams.private_route(module) is not None  # noqa: E731
+    db = config.gosumdb
+    sumdb = SumDB(db, upstreams, upstreams, storage, metrics) if db is not None else None
+    log.info("offline (-upstream off): no outbound connections; answering from %s alone", storage.root)
+    return upstreams, Verifier(sumdb, config.gonosumdb, is_private)
+
+
 @dataclass
 class App:
     """The proxy's parts, built and wired, for a server or a command to use."""
@@ -96,10 +112,11 @@ class App:
 
 
 def build(config: Config, clock: Clock = time.time, sleep: Sleep = time.sleep,
-          progress: Progress | None = None) -> App:
+          progress: Progress | None = None, gosum: Mapping[tuple[str, str], Want] | None = None) -> App:
     """Return every part of the proxy for config, wired; nothing is started.
 
     clock and sleep are injectable for tests; progress shows zip downloads (off when None).
+    gosum, when given, are go.sum hashes every fetched zip and go.mod must also match (prefetch).
     Raises StartupError when the cache directory cannot be made.
     """
     metrics = Metrics()
@@ -108,9 +125,16 @@ def build(config: Config, clock: Clock = time.time, sleep: Sleep = time.sleep,
         os.makedirs(storage.root, mode=0o755, exist_ok=True)
     except OSError as exc:
         raise StartupError(f"cannot create the cache directory {storage.root}: {exc.strerror}") from None
-    transport = build_transport(config)
-    upstreams = build_upstreams(config, transport, metrics, sleep)
-    verifier = build_verifier(config, upstreams, storage, metrics, sleep)
+    upstreams: Upstreams
+    if config.offline:
+        upstreams, verifier = build_offline(config, storage, metrics, clock)
+        transport = upstreams.transport
+    else:
+        transport = build_transport(config)
+        upstreams = build_upstreams(config, transport, metrics, sleep)
+        verifier = build_verifier(config, upstreams, storage, metrics, sleep)
+    if gosum is not None:
+        verifier = GoSumVerifier(verifier, gosum)
     flights: SingleFlight[bool] = SingleFlight()
     downloader = Downloader(storage, upstreams, verifier, progress or Progress("off"), metrics, clock,
                             config.download_connections, config.max_concurrent_downloads)

@@ -15,6 +15,7 @@ from .net.proxy import parse_no_proxy, parse_proxy_url
 from .patterns import compile_pattern
 from .sumdb.db import GoSumDB, parse_gosumdb
 from .values import (
+    OFF,
     check_url,
     parse_bool,
     parse_choice,
@@ -94,6 +95,11 @@ class Config:
     download_connections: int = 4  # parallel Range requests per big zip; 1: one stream
     max_concurrent_downloads: int = 4  # zip downloads at once; 0: unlimited
     progress: str = "auto"  # auto, tty, lines or off
+
+    @property
+    def offline(self) -> bool:
+        """Report whether -upstream is off: no outbound connection, the cache is all there is."""
+        return self.upstreams == (OFF,)
 
 
 def _parse_private_upstreams(value: Any) -> tuple[PrivateUpstream, ...]:
@@ -239,7 +245,7 @@ OPTIONS: list[Option] = [
     Option("port", "port", "PORT", "port", parse_port, "TCP port to listen on (0: pick a free one)"),
     Option("cache_dir", "cache", "CACHE_DIR", "cache_dir", str, "cache directory"),
     Option("upstreams", "upstream", "UPSTREAM_PROXY", "upstreams", parse_url_list,
-           "comma-separated upstream proxies, tried in order"),
+           "comma-separated upstream proxies, tried in order (off: none, serve the cache only)"),
     Option("upstream_timeout", "upstream-timeout", "UPSTREAM_TIMEOUT", "upstream_timeout", parse_duration,
            "how long to wait for an upstream's response headers, and for each read of its body"),
     Option("retry_attempts", "retry-attempts", "RETRY_ATTEMPTS", "retry_attempts", _parse_positive_int,

@@ -17,6 +17,7 @@ from .modpath import Artifact, SumdbRequest, unescape_path
 from .net.http import Response
 from .singleflight import SingleFlight
 from .storage.base import Blob, Storage
+from .sumdb.client import verified_tree_key
 from .sumdb.verify import Verifier
 from .upstream import Upstream, Upstreams
 
@@ -77,7 +78,8 @@ class Service:
     def serve(self, req: Artifact | SumdbRequest) -> Reply:
         """serve returns the reply for a parsed request; raises a ProxyError subclass on failure."""
         if isinstance(req, SumdbRequest):
-            if req.name not in self.config.sumdbs and req.name != self.verifier.db_name:
+            if (req.name not in self.config.sumdbs and req.name != self.verifier.db_name
+                    and self.storage.stat(verified_tree_key(req.name)) is None):  # nor one the cache holds
                 raise NotFound(f"checksum database {req.name} is not proxied here")
             if req.path == "supported":
                 return Reply("text/plain; charset=utf-8", "no-cache", Blob(0, 0.0, body=b""), "local")

@@ -131,12 +131,22 @@ def check_url(url: str) -> str:
     return url
 
 
+# OFF is the -upstream value that means no upstream at all (offline: serve the cache only).
+OFF = "off"
+
+
 def parse_url_list(text: str) -> tuple[str, ...]:
     """Return the URLs of a list separated by "," or "|" (GOPROXY's two separators).
 
-    Raises ValueError for an empty list or a malformed URL.
+    "off" alone gives (OFF,): no upstream, nothing fetched. Raises ValueError for an empty
+    list, a malformed URL, or "off" mixed with URLs.
     """
-    urls = tuple(check_url(u) for u in re.split(r"[,|]", text) if u.strip())
+    parts = [u.strip() for u in re.split(r"[,|]", text) if u.strip()]
+    if OFF in (p.lower() for p in parts):
+        if len(parts) > 1:
+            raise ValueError(f"{text!r}: off means no upstream; it cannot be combined with URLs")
+        return (OFF,)
+    urls = tuple(check_url(u) for u in parts)
     if not urls:
         raise ValueError("at least one upstream URL is required")
     return urls

@@ -34,12 +34,33 @@ def _verify_cache(args: list[str], environ: Mapping[str, str]) -> int:
     return verify_cache(args, environ)
 
 
+def _prefetch(args: list[str], environ: Mapping[str, str]) -> int:
+    from .prefetch import prefetch_command
+
+    return prefetch_command(args, environ)
+
+
+def _bundle(args: list[str], environ: Mapping[str, str]) -> int:
+    from .bundle import bundle_command
+
+    return bundle_command(args, environ)
+
+
+def _check(args: list[str], environ: Mapping[str, str]) -> int:
+    from .check import check_command
+
+    return check_command(args, environ)
+
+
 # Subcommands: name → function(args, environ) returning an exit status; each imports its module
 # only when it runs.
 SUBCOMMANDS: dict[str, Callable[[list[str], Mapping[str, str]], int]] = {
     "auth": _auth,
     "cache": _cache,
     "verify-cache": _verify_cache,
+    "prefetch": _prefetch,
+    "bundle": _bundle,
+    "check": _check,
 }
 
 

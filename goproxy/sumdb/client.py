@@ -27,6 +27,11 @@ def _read(resp: Response, _up: object = None) -> bytes:
     return resp.read_all(limit=MAX_ANSWER)
 
 
+def verified_tree_key(name: str) -> str:
+    """Return the cache key of the newest verified signed tree head of checksum database name."""
+    return f"sumdb/{name}/.verified-tree"
+
+
 class SumDB:
     """SumDB verifies module hashes against one checksum database, as the go command does.
 
@@ -51,7 +56,7 @@ class SumDB:
         self._proxied: bool | None = None if not db.url else False
         self._lock = threading.Lock()
         self._latest: tlog.Tree | None = None
-        self._state_key = f"sumdb/{db.name}/.verified-tree"
+        self._state_key = verified_tree_key(db.name)
 
     # Fetching: through the upstream's /sumdb/ passthrough when it offers one, else directly.
 
@@ -68,6 +73,13 @@ class SumDB:
         if self._proxied:
             return self.upstreams.fetch(f"/sumdb/{self.db.name}/{path}", _read)
         return self._direct.fetch(f"/{path}", _read)
+
+    def fetch_tile(self, tile: tlog.Tile) -> bytes:
+        """Return tile's data (not yet authenticated), from the cache when the full tile is there.
+
+        Raises ProxyError when the database cannot serve it.
+        """
+        return self._tile(tile)
 
     def _tile(self, tile: tlog.Tile) -> bytes:
         """_tile returns a tile's data, from the cache when a full tile is there."""
@@ -140,11 +152,29 @@ class SumDB:
 
     # Lookups.
 
+    def newest(self) -> tuple[tlog.Tree, bytes] | None:
+        """Return the newest verified tree head kept in the cache and its signed note, or None."""
+        data = self.cache.read(self._state_key)
+        if data is None:
+            return None
+        try:
+            return tlog.parse_tree(open_note(data, self.verifier)), data
+        except (NoteError, tlog.TlogError):
+            log.warning("ignoring unreadable verified tree head %s", self._state_key)
+            return None
+
     def lookup(self, module: str, version: str) -> list[str]:
         """lookup returns the database's go.sum lines for module@version, proven to be in the log.
 
         Raises ChecksumError (a SECURITY event) when anything fails to verify, and UpstreamError
         when the database cannot be reached or does not know the module.
+        """
+        return self.record(module, version)[1].decode().splitlines()
+
+    def record(self, module: str, version: str) -> tuple[int, bytes]:
+        """Return module@version's record in the log, (record id, text), proven to be in the log.
+
+        The lookup answer is read from the cache or fetched (and then kept). Raises as lookup.
         """
         path = f"lookup/{escape_path(module)}@{escape_version(version)}"
         try:
@@ -170,7 +200,7 @@ class SumDB:
         except ProxyError as exc:
             raise UpstreamError(f"checksum database {self.db.name}: reading tiles: {exc}") from None
         self.cache.write(f"sumdb/{self.db.name}/{path}", data)
-        return text.decode().splitlines()
+        return record_id, text
 
     def check(self, module: str, version: str, gomod: bool, got: str) -> None:
         """check verifies that got (an h1: hash) is the database's hash for the module's zip, or
