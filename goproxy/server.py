@@ -6,7 +6,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
@@ -40,11 +40,13 @@ class ProxyServer(ThreadingHTTPServer):
     request_queue_size = 128
 
     def __init__(self, config: Config, service: Service, metrics: Metrics,
-                 background: Sequence[Background] = ()) -> None:
+                 background: Sequence[Background] = (),
+                 routes: Mapping[str, Callable[[], tuple[str, bytes]]] | None = None) -> None:
         """Bind the listening socket (config.host, config.port); serve() or start() serves.
 
         background jobs are started by their owner and stopped, in order, by stop() once the
-        requests in flight have drained.
+        requests in flight have drained. routes add exact paths (a /health route replaces the
+        plain "ok"); a route function raising ProxyError answers with that error's status.
         """
         self.config = config
         self.service = service
@@ -52,6 +54,7 @@ class ProxyServer(ThreadingHTTPServer):
         # extra_routes maps an exact path to a function giving (content type, body).
         self.extra_routes: dict[str, Callable[[], tuple[str, bytes]]] = {
             "/metrics": lambda: (Metrics.CONTENT_TYPE, self.metrics.render())}
+        self.extra_routes.update(routes or {})
         self.background = tuple(background)
         self.stopping = False
         self._slots = threading.BoundedSemaphore(config.max_connections)
@@ -202,7 +205,7 @@ class Handler(BaseHTTPRequestHandler):
                 raise error
             path = self.path.split("?", 1)[0]
             route = self.server.extra_routes.get(path)
-            if path == "/health":
+            if path == "/health" and route is None:
                 endpoint = "health"
                 status, sent = self._send_bytes(200, "text/plain; charset=utf-8", b"ok\n", "no-store", head)
             elif route is not None:
