@@ -20,7 +20,7 @@ from .storage.usage import FLUSH_INTERVAL, Pair, Usage
 log = logging.getLogger(__name__)
 
 # How long a lock outlives a holder that stops renewing it (a crash, a stall).
-LEASE = 15.0
+LEASE = 10.0
 # Waiters poll the lock from FIRST_POLL seconds, doubling up to MAX_POLL.
 FIRST_POLL, MAX_POLL = 0.01, 0.5
 
