@@ -179,7 +179,7 @@ def test_two_replicas_racing_to_clean_remove_each_version_once_and_never_one_in_
         upstream: Upstream, replica: Start, redisd: RedisServer, seaweed: Seaweed, s3_url: str) -> None:
     old = [upstream.add(generate(f"example.com/old{i}", "v1.0.0")) for i in range(4)]
     used = [upstream.add(generate(f"example.com/used{i}", "v1.0.0")) for i in range(3)]
-    flags = ("-lock", redisd.url(), "-max-cache-age", "1h", "-cleanup-interval", "1s")
+    flags = ("-lock", redisd.url(), "-max-cache-age", "1h", "-cleanup-interval", "1s", "-log-level", "debug")
     (a, pa), (b, pb) = replica("a", upstream.url, *flags), replica("b", upstream.url, *flags)
     for m in old + used:
         for ext in ("info", "mod", "zip"):
@@ -196,6 +196,10 @@ def test_two_replicas_racing_to_clean_remove_each_version_once_and_never_one_in_
         return {k.split("/@v/")[0] for k in seaweed.objects(bucket, prefix)}
 
     wait_for(lambda: left() == {m.path for m in used}, timeout=30)
+    passes = [p.text().count("cache cleanup: pass finished") for p in (a, b)]
+    # Every pass that may have overlapped the removals has finished and logged what it removed.
+    wait_for(lambda: all(p.text().count("cache cleanup: pass finished") >= n + 2 for p, n in zip((a, b), passes)),
+             timeout=30)
     removed = re.findall(r"cache cleanup: removed (\S+@v1\.0\.0)", a.text() + b.text())
     assert sorted(removed) == sorted(f"{m.path}@v1.0.0" for m in old)
     for m in used:

@@ -312,6 +312,7 @@ class Cleaner:
                 log.error("cache cleanup failed: %s", exc)
             else:
                 log_report(report, dry_run=False)
+            log.debug("cache cleanup: pass finished")
             self._stop.wait(interval)
 
     def stop(self) -> None:
