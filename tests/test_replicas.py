@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from goproxy.server import ProxyServer
 from goproxy.storage.s3 import split_storage_url
-from tests.support.gotestproxy import GoTestProxy, download
+from goproxy.sumdb.db import parse_gosumdb
+from tests.support.gotestproxy import SUMDB_KEY, SUMDB_NAME, GoTestProxy, download
 from tests.support.helpers import get, wait_for
 from tests.support.proc import Proc, start
 from tests.support.redisd import RedisServer
@@ -206,3 +208,24 @@ def test_two_replicas_racing_to_clean_remove_each_version_once_and_never_one_in_
         status, _, body = get(pb, f"/{m.path}/@v/v1.0.0.zip")
         assert status == 200
         assert body == m.zip
+
+
+@pytest.mark.usefixtures("s3_creds")
+def test_a_forked_checksum_log_is_caught_by_every_replica_sharing_the_tree_head(
+        make_proxy: Callable[..., ProxyServer], testproxy: GoTestProxy, seaweed: Seaweed, s3_url: str,
+        tmp_path: Path) -> None:
+    # Two logs under one name and key: replica a verifies against the small "wrong" log and keeps
+    # its tree head in the bucket; replica b, still running beside it with an empty local tier,
+    # sees the real, larger log, which does not extend that head.
+    shared = {"storage": s3_url, "s3_endpoint": seaweed.endpoint}
+    a = make_proxy([testproxy.url], gosumdb=parse_gosumdb(f"{SUMDB_KEY} {testproxy.url}/sumdb-wrong"),
+                   cache_dir=str(tmp_path / "a"), **shared)
+    assert get(a, "/rsc.io/quote/@v/v1.5.2.mod")[0] == 502
+    bucket, prefix = split_storage_url(s3_url)
+    assert f"sumdb/{SUMDB_NAME}/.verified-tree" in seaweed.objects(bucket, prefix)
+    b = make_proxy([testproxy.url], gosumdb=parse_gosumdb(f"{SUMDB_KEY} {testproxy.url}/sumdb-direct"),
+                   cache_dir=str(tmp_path / "b"), **shared)
+    status, _, body = get(b, "/golang.org/x/text/@v/v0.3.0.mod")
+    assert status == 502
+    assert b"forked" in body
+    assert "golang.org/x/text/@v/v0.3.0.mod" not in seaweed.objects(bucket, prefix)

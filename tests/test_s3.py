@@ -116,13 +116,13 @@ def test_a_miss_streams_from_the_bucket_and_fills_the_local_tier(
         seaweed: Seaweed, s3_url: str, tmp_path: Path) -> None:
     a = s3_storage(seaweed, s3_url, tmp_path / "a")
     b = s3_storage(seaweed, s3_url, tmp_path / "b")
-    data = os.urandom(300 << 10)
+    data = os.urandom(3 << 20)  # more than one read ahead
     a.commit(staged(a, KEY, data), KEY, mtime=99.0)
     partial = b.open(KEY, immutable=True)
     assert partial is not None
     assert partial.file is not None
     partial.file.read(1000)
-    partial.close()  # a client that hung up: no local copy, no partial file left behind
+    partial.close()  # a client that hung up early: no local copy, no partial file left behind
     assert not os.path.exists(b.local.path(KEY))
     assert os.listdir(os.path.dirname(b.local.path(KEY))) == []
     blob = b.open(KEY, immutable=True)

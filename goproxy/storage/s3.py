@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 # Staging files at least this big are uploaded in parts of PART_SIZE bytes (S3's minimum part is 5 MiB).
 MULTIPART_MIN = 8 << 20
 PART_SIZE = 8 << 20
+# Objects streamed from the bucket are read this many bytes at a time.
+READ_AHEAD = 1 << 20
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _PRECONDITION = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409")
 _ABSENT = ("NoSuchKey", "404", "NotFound")
@@ -141,13 +143,12 @@ class S3Storage(Storage):
         A mutable artifact falls back to its local copy when the bucket cannot be reached.
         Raises StoreUnavailable when the bucket cannot be reached and no local copy serves.
         """
-        name = self._name(key)
         if immutable:
-            blob = self.local.open(key, immutable=True)
+            blob = self.local.open(key, immutable=True)  # validates key, unless kept in memory
             if blob is not None:
                 return blob
         try:
-            resp = self.client.get_object(Bucket=self.bucket, Key=name)
+            resp = self.client.get_object(Bucket=self.bucket, Key=self._name(key))
         except self._errors as exc:
             if self._code(exc) in _ABSENT:
                 return None
@@ -351,12 +352,13 @@ def _mtime(resp: Mapping[str, Any]) -> float:
 
 class _Tee(io.RawIOBase):
     """A bucket object's body read by the reply and written to a local temp file as it goes;
-    once every byte has passed, the temp file becomes the local tier's copy."""
+    when closed after every byte has passed, the temp file becomes the local tier's copy."""
 
     def __init__(self, body: Any, size: int, owner: S3Storage, key: str, mtime: float) -> None:
         super().__init__()
         self.body, self.size, self.owner, self.key, self.mtime = body, size, owner, key, mtime
-        self.got = 0
+        self.got = 0  # bytes read from the bucket
+        self._chunk, self._at = b"", 0  # read ahead, and how much of it the reply has taken
         self.tmp = f"{owner.local.staging(key)}.{secrets.token_hex(4)}.part"
         self.copy: BinaryIO | None
         try:
@@ -368,20 +370,21 @@ class _Tee(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        try:
-            data = self.body.read(len(buffer))
-        except Exception as exc:  # botocore's read errors: the reply is cut, as a dropped connection
-            raise ConnectionError(f"object store {self.owner.where}: reading {self.key}: {exc}") from None
-        n = len(data)
-        buffer[:n] = data
-        self.got += n
-        if self.copy is not None:
+        if self._at == len(self._chunk):
             try:
-                self.copy.write(data)
-                if self.got == self.size:
-                    self._finish(self.copy)
-            except OSError:
-                self._drop()
+                self._chunk = self.body.read(READ_AHEAD)  # few big reads: botocore's cost is per read
+            except Exception as exc:  # botocore's read errors: the reply is cut, as a dropped connection
+                raise ConnectionError(f"object store {self.owner.where}: reading {self.key}: {exc}") from None
+            self._at = 0
+            self.got += len(self._chunk)
+            if self.copy is not None and self._chunk:
+                try:
+                    self.copy.write(self._chunk)
+                except OSError:
+                    self._drop()
+        n = min(len(buffer), len(self._chunk) - self._at)
+        buffer[:n] = memoryview(self._chunk)[self._at:self._at + n]
+        self._at += n
         return n
 
     def _finish(self, copy: BinaryIO) -> None:
@@ -399,7 +402,13 @@ class _Tee(io.RawIOBase):
                 os.unlink(self.tmp)
 
     def close(self) -> None:
+        """Keep the local copy if every byte passed (fsynced here, after the reply went out), else drop it."""
         if not self.closed:
+            if self.copy is not None and self.got == self.size:
+                try:
+                    self._finish(self.copy)
+                except OSError:
+                    self._drop()
             self._drop()
             self.body.close()
         super().close()
