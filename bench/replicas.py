@@ -51,8 +51,11 @@ def _paths_script(work: Path, mods: list[Module]) -> Path:
     return script
 
 
-def _best(ours: Callable[[], tuple[float, float, float, float]], theirs: Callable[[], tuple[float, float, float, float]],
-          key: int = 0, rounds: int = 3) -> tuple[tuple[float, float, float, float], tuple[float, float, float, float]]:
+Figures = tuple[float, float, float, float]  # wrk's requests/s, bytes/s, p50 ms, p99 ms
+
+
+def _best(ours: Callable[[], Figures], theirs: Callable[[], Figures], key: int = 0,
+          rounds: int = 3) -> tuple[Figures, Figures]:
     """Run the two wrk measurements alternately rounds times; return the best of each (by field key)."""
     a, b = [], []
     for _ in range(rounds):

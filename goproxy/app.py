@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 import time
@@ -16,7 +17,7 @@ from .download import Downloader
 from .errors import StartupError, StoreUnavailable
 from .locks import KeyLocks, LocalOnly
 from .metrics import Metrics
-from .net.dial import direct_connector
+from .net.dial import direct_connector, mask_url
 from .net.dns import Resolver
 from .net.http import Timeouts, Transport
 from .net.proxy import NoProxy, Proxy, parse_proxy_url, proxy_connector
@@ -35,6 +36,8 @@ from .upstream import Upstream, Upstreams
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
+
+log = logging.getLogger(__name__)
 
 
 def build_transport(config: Config) -> Transport:
@@ -120,6 +123,8 @@ def build_storage(config: Config) -> tuple[Storage, DiskStorage]:
         storage.check()
     except StoreUnavailable as exc:
         raise StartupError(str(exc)) from None
+    log.info("storage: %s%s; local tier %s", config.storage,
+             f" at {config.s3_endpoint}" if config.s3_endpoint else "", local.root)
     return storage, local
 
 
@@ -196,6 +201,7 @@ def build(config: Config, clock: Clock = time.time, sleep: Sleep = time.sleep,
         client = connect_redis(config.lock_url, config.ca_file)
         namespace = f"goproxy:{config.storage or 'disk:' + local.root}"
         redis_locks = RedisLocks(client, namespace)
+        log.info("replica coordination: %s", mask_url(config.lock_url))
         checks.append(("lock service", redis_locks.check))
     locks: KeyLocks = redis_locks or LocalOnly()
     transport = build_transport(config)

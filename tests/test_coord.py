@@ -62,9 +62,8 @@ def test_one_holder_at_a_time_and_a_waiter_gets_the_key_on_release(redisd: Redis
     with a.hold("k", 5) as lease:
         assert lease.valid()
         assert a.held("k")
-        with pytest.raises(LockTimeout):
-            with b.hold("k", 0.2):
-                pass
+        with pytest.raises(LockTimeout), b.hold("k", 0.2):
+            pass
 
         def wait() -> None:
             with b.hold("k", 10):
@@ -87,9 +86,8 @@ def test_a_dead_holder_frees_the_key_after_its_lease(redisd: RedisServer, ns: st
         assert child.stdout is not None
         assert child.stdout.readline() == "held\n"
         b = locks(redisd, ns)
-        with pytest.raises(LockTimeout):  # renewed while the holder lives
-            with b.hold("k", 1.5):
-                pass
+        with pytest.raises(LockTimeout), b.hold("k", 1.5):  # renewed while the holder lives
+            pass
         child.kill()
         child.wait(10)
         with b.hold("k", 5) as lease:

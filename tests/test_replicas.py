@@ -115,7 +115,7 @@ def test_killing_the_lock_holder_mid_download_hands_the_fetch_to_another_replica
 
     upstream.fault = stall_first
     flags = ("-lock", redisd.url(), "-download-connections", "1")
-    (a, pa), (b, pb) = replica("a", upstream.url, *flags), replica("b", upstream.url, *flags)
+    (a, pa), (_, pb) = replica("a", upstream.url, *flags), replica("b", upstream.url, *flags)
     bucket, prefix = split_storage_url(s3_url)
     cut: list[int] = []
 
