@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +16,14 @@ import pytest
 from goproxy.app import build_storage
 from goproxy.config import Config
 from goproxy.errors import StartupError
+from goproxy.server import ProxyServer
 from goproxy.storage.base import LeaseLost, Storage
 from goproxy.storage.disk import DiskStorage
 from goproxy.storage.s3 import S3Storage, make_client, parse_storage_url, split_storage_url
 from tests.support import daemons
+from tests.support.helpers import ROOT, get
 from tests.support.seaweed import Seaweed
+from tests.support.upstream import Upstream, generate
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -261,3 +266,32 @@ def test_a_socks_proxy_is_refused_for_the_store_at_start(tmp_path: Path) -> None
     assert s3_proxies(dataclasses.replace(config, no_proxy=("store.example",))) == {}
 
 
+
+
+@pytest.mark.usefixtures("s3_creds")
+def test_cache_stats_and_gc_work_on_the_bucket(seaweed: Seaweed, s3_url: str, tmp_path: Path, upstream: Upstream,
+                                              make_proxy: Callable[..., ProxyServer]) -> None:
+    mods = [upstream.add(generate(f"example.com/m{i}", "v1.0.0")) for i in range(3)]
+    proxy = make_proxy([upstream.url], storage=s3_url, s3_endpoint=seaweed.endpoint, cache_dir=str(tmp_path / "a"))
+    for m in mods:
+        for ext in ("info", "mod", "zip"):
+            assert get(proxy, f"/{m.path}/@v/{m.version}.{ext}")[0] == 200
+    flags = ["-storage", s3_url, "-s3-endpoint", seaweed.endpoint, "-cache", str(tmp_path / "admin")]
+
+    def cache(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(ROOT / "goproxy.py"), "cache", *args, *flags], env=dict(os.environ),
+                              capture_output=True, text=True, timeout=120)
+
+    stats = cache("stats")
+    assert stats.returncode == 0, stats.stderr
+    assert f"cache: {s3_url}" in stats.stdout
+    assert "versions: 3" in stats.stdout
+    dry = cache("gc", "-dry-run", "-max-cache-age", "1ms")
+    assert dry.returncode == 0, dry.stderr
+    assert "would remove 3 versions" in dry.stdout
+    bucket, prefix = split_storage_url(s3_url)
+    assert len(seaweed.objects(bucket, prefix)) == 9
+    gc = cache("gc", "-max-cache-age", "1ms")
+    assert gc.returncode == 0, gc.stderr
+    assert "removed 3 versions" in gc.stdout
+    assert seaweed.objects(bucket, prefix) == {}
