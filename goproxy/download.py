@@ -92,6 +92,16 @@ class _Changed(Exception):
     Not a ProxyError, so no retry or fallback loop swallows it on the way up to _Job.run."""
 
 
+class _Refused(Exception):
+    """_Refused carries the storage's refusal of a commit (StoreUnavailable, LeaseLost,
+    StorageError) up past the upstream retry and fallback loops, which would take any ProxyError
+    raised while reading an answer for the upstream's fault; _Job._run raises the original."""
+
+    def __init__(self, error: ProxyError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class _Slots:
     """_Slots admits at most limit downloads at once (0: unlimited), the rest in arrival order."""
 
@@ -231,6 +241,8 @@ class _Job:
                     if attempt == 2:
                         raise UpstreamError(str(exc)) from None
                     log.warning("%s; starting %s over", exc, self.name)
+        except _Refused as exc:
+            raise exc.error from None
         except OSError as exc:
             # The disk refused a write: what is partial cannot grow now and only takes space.
             self._discard(self.part, self.tmp, self.state_path)
@@ -477,6 +489,9 @@ class _Job:
             os.fsync(fd)
         finally:
             os.close(fd)
-        self.d.storage.commit(path, self.req.key, self.d.clock(), self.fence)
+        try:
+            self.d.storage.commit(path, self.req.key, self.d.clock(), self.fence)
+        except ProxyError as exc:
+            raise _Refused(exc) from None
         self.size = size
 

@@ -229,3 +229,30 @@ def test_a_forked_checksum_log_is_caught_by_every_replica_sharing_the_tree_head(
     assert status == 502
     assert b"forked" in body
     assert "golang.org/x/text/@v/v0.3.0.mod" not in seaweed.objects(bucket, prefix)
+
+
+@pytest.mark.usefixtures("s3_creds")
+def test_a_holder_that_lost_its_lease_commits_nothing_and_serves_what_the_new_holder_commits(
+        make_proxy: Callable[..., ProxyServer], upstream: Upstream, redisd: RedisServer, seaweed: Seaweed,
+        s3_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO")
+    m = upstream.add(generate("example.com/stalled", "v1.0.0", size=1 << 20))
+    path = f"/{m.path}/@v/{m.version}.zip"
+    proxy = make_proxy([upstream.url], storage=s3_url, s3_endpoint=seaweed.endpoint, lock_url=redisd.url(),
+                       cache_dir=str(tmp_path / "a"), download_connections=1)
+    upstream.gate = threading.Event()
+    answers: list[tuple[int, bytes]] = []
+    t = threading.Thread(target=lambda: answers.append(get(proxy, path)[::2]))
+    t.start()
+    wait_for(lambda: upstream.count(path) == 1, timeout=20)
+    # The holder stalls (its upstream is slow) past its lease, and another replica takes the key.
+    redisd.client.set(f"goproxy:{s3_url}:lock:{path.lstrip('/')}", "another-replica", px=5000)
+    wait_for(lambda: "lost the lock" in caplog.text, timeout=20)
+    upstream.gate.set()
+    wait_for(lambda: "waiting for the holder that took over" in caplog.text, timeout=20)
+    bucket, prefix = split_storage_url(s3_url)
+    assert seaweed.objects(bucket, prefix) == {}  # the stale holder committed nothing
+    t.join(30)
+    assert answers == [(200, m.zip)]
+    assert upstream.count(path) == 2  # fetched again once the other holder's lease ran out
+    assert seaweed.objects(bucket, prefix) == {path.lstrip("/"): len(m.zip)}
