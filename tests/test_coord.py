@@ -162,3 +162,15 @@ def test_only_one_cleaner_runs_a_pass_at_a_time(redisd: RedisServer, ns: str, tm
         assert report.elsewhere
         assert report.removed == []
     assert not cleaner.run().elsewhere
+
+
+def test_start_fails_clearly_when_redis_is_unreachable_or_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from goproxy.coord import connect
+    from goproxy.errors import StartupError
+
+    with pytest.raises(StartupError, match=r"cannot reach the lock service redis://:\*\*\*@127.0.0.1:9/0") as err:
+        connect("redis://:hunter2@127.0.0.1:9/0")
+    assert "hunter2" not in str(err.value)
+    monkeypatch.setitem(sys.modules, "redis", None)
+    with pytest.raises(StartupError, match=r"pip install 'goproxy\[redis\]'"):
+        connect("redis://127.0.0.1:9/0")
