@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import parallel  # noqa: E402
+from bench import parallel, replicas  # noqa: E402
 from tests.support import gotestproxy  # noqa: E402
 from tests.support.gotestproxy import GoTestProxy, go_env  # noqa: E402
 from tests.support.proc import Proc  # noqa: E402
@@ -248,6 +248,10 @@ def main() -> int:
         rss_four = parallel.peak_rss_four_big(work)
         rows.append(Row("peak RSS while four 200 MB zips download at once (MB) vs the 100 MB budget",
                         f"{rss_four:.0f}", "100", rss_four / 100, "< 1.00×", rss_four < 100))
+
+        # 7. Replicas on SeaweedFS: local-tier hits vs the disk-only proxy, bucket reads vs boto3.
+        for what, ours_text, theirs_text, ratio, goal, ok in replicas.measure(work, wrk):
+            rows.append(Row(what, ours_text, theirs_text, ratio, goal, ok))
 
         # 6. Memory and latency.
         notes.append(f"Peak RSS of the proxy: {rss_cold:.0f} MB during the cold fetches, {rss_small:.0f} MB "

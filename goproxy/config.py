@@ -8,11 +8,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .coord import parse_lock_url
 from .errors import ConfigError
 from .net.dial import basic_auth
 from .net.dns import parse_dns_server
 from .net.proxy import parse_no_proxy, parse_proxy_url
 from .patterns import compile_pattern
+from .storage.s3 import parse_storage_url
 from .sumdb.db import GoSumDB, parse_gosumdb
 from .values import (
     OFF,
@@ -95,6 +97,10 @@ class Config:
     download_connections: int = 4  # parallel Range requests per big zip; 1: one stream
     max_concurrent_downloads: int = 4  # zip downloads at once; 0: unlimited
     progress: str = "auto"  # auto, tty, lines or off
+    storage: str = ""  # "": the disk cache in cache_dir; "s3://BUCKET[/PREFIX]": a shared bucket
+    s3_endpoint: str = ""  # "": AWS
+    s3_region: str = ""  # "": the standard AWS lookup
+    lock_url: str = ""  # "": locks for this host alone; redis://...: across replicas
 
     @property
     def offline(self) -> bool:
@@ -164,6 +170,10 @@ def _parse_ca_file(text: str) -> str:
         except (OSError, ssl.SSLError) as exc:
             raise ValueError(f"{text}: {getattr(exc, 'strerror', None) or exc}") from None
     return text
+
+
+def _parse_endpoint(text: str) -> str:
+    return check_url(text) if text.strip() else ""
 
 
 def _no_scalar(text: str) -> Any:
@@ -296,6 +306,16 @@ OPTIONS: list[Option] = [
            "zip downloads at once; more wait their turn in arrival order (0: unlimited)"),
     Option("progress", "progress", "PROGRESS", "progress", _parse_progress,
            "download progress on stderr: auto (tty if a terminal, else lines), tty, lines or off"),
+    Option("storage", "storage", "STORAGE", "storage", parse_storage_url,
+           "where artifacts live: empty for the disk cache in -cache, or s3://BUCKET[/PREFIX] shared by "
+           "replicas (then -cache is a local read-through tier)"),
+    Option("s3_endpoint", "s3-endpoint", "S3_ENDPOINT", "s3_endpoint", _parse_endpoint,
+           "URL of an S3-compatible object store (empty: AWS S3)"),
+    Option("s3_region", "s3-region", "S3_REGION", "s3_region", str.strip,
+           "the bucket's region (empty: AWS_REGION or the AWS config file; us-east-1 with -s3-endpoint)"),
+    Option("lock_url", "lock", "LOCK_URL", "lock_url", parse_lock_url,
+           "redis://[:password@]host:port/db shared by replicas: one upstream fetch per artifact, shared "
+           "last-used times, one cleanup at a time"),
 ]
 
 _KINDS: dict[Callable[[str], Any], str] = {

@@ -22,7 +22,7 @@ from .metrics import Metrics
 from .modpath import Artifact
 from .net.http import Response
 from .progress import Progress
-from .storage.base import Storage, storage_error
+from .storage.base import Fence, Storage, storage_error
 from .sumdb.verify import Verifier
 from .upstream import Upstream, Upstreams
 
@@ -92,6 +92,16 @@ class _Changed(Exception):
     Not a ProxyError, so no retry or fallback loop swallows it on the way up to _Job.run."""
 
 
+class _Refused(Exception):
+    """_Refused carries the storage's refusal of a commit (StoreUnavailable, LeaseLost,
+    StorageError) up past the upstream retry and fallback loops, which would take any ProxyError
+    raised while reading an answer for the upstream's fault; _Job._run raises the original."""
+
+    def __init__(self, error: ProxyError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class _Slots:
     """_Slots admits at most limit downloads at once (0: unlimited), the rest in arrival order."""
 
@@ -141,12 +151,16 @@ class Downloader:
         self.metrics = metrics
         self._slots = _Slots(max_concurrent, self.metrics)
 
-    def fetch(self, req: Artifact, upstream_path: str) -> None:
-        """fetch downloads req's zip and commits it; raises ProxyError. Partial work stays on disk."""
+    def fetch(self, req: Artifact, upstream_path: str, fence: Fence | None = None) -> None:
+        """fetch downloads req's zip and commits it; raises ProxyError. Partial work stays on disk.
+
+        fence, when given, is asked right before the commit (LeaseLost when the caller's lock
+        on the key was lost meanwhile).
+        """
         name = f"{req.module}@{req.version}"
         self._slots.acquire(name)
         try:
-            _Job(self, req, upstream_path, name).run()
+            _Job(self, req, upstream_path, name, fence).run()
         finally:
             self._slots.release()
 
@@ -191,8 +205,8 @@ class _Job:
     """_Job is one zip download with its files: <final>.part (stream), <final>.tmp + .state
     (parallel), and <final>.lock held while it runs."""
 
-    def __init__(self, d: Downloader, req: Artifact, path: str, name: str) -> None:
-        self.d, self.req, self.path, self.name = d, req, path, name
+    def __init__(self, d: Downloader, req: Artifact, path: str, name: str, fence: Fence | None = None) -> None:
+        self.d, self.req, self.path, self.name, self.fence = d, req, path, name, fence
         self.final = d.storage.staging(req.key)
         self.size = 0  # of the committed zip
         self.part, self.tmp, self.state_path = self.final + ".part", self.final + ".tmp", self.final + ".state"
@@ -227,6 +241,8 @@ class _Job:
                     if attempt == 2:
                         raise UpstreamError(str(exc)) from None
                     log.warning("%s; starting %s over", exc, self.name)
+        except _Refused as exc:
+            raise exc.error from None
         except OSError as exc:
             # The disk refused a write: what is partial cannot grow now and only takes space.
             self._discard(self.part, self.tmp, self.state_path)
@@ -473,6 +489,9 @@ class _Job:
             os.fsync(fd)
         finally:
             os.close(fd)
-        self.d.storage.commit(path, self.req.key, self.d.clock())
+        try:
+            self.d.storage.commit(path, self.req.key, self.d.clock(), self.fence)
+        except ProxyError as exc:
+            raise _Refused(exc) from None
         self.size = size
 

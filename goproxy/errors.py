@@ -61,6 +61,13 @@ class StorageError(ProxyError):
     status = 507
 
 
+class StoreUnavailable(ProxyError):
+    """StoreUnavailable is a shared store (object storage, the lock service) that cannot be reached
+    or refuses us; status 503, so a load balancer or client tries another replica or later."""
+
+    status = 503
+
+
 class ConfigError(Exception):
     """ConfigError is a bad option value or unknown key; the message names the key and the layer."""
 

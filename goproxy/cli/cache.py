@@ -1,4 +1,5 @@
-"""Admin subcommands on a cache directory, safe while a server runs on it: cache stats, cache gc."""
+"""Admin subcommands on the cache (a directory or a shared bucket), safe while servers run on it:
+cache stats, cache gc."""
 
 from __future__ import annotations
 
@@ -8,19 +9,19 @@ import sys
 import time
 from collections.abc import Mapping
 
-from ..config import Config
-from ..errors import ConfigError
-from ..storage.cleanup import Cleaner, scan
-from ..storage.disk import DiskStorage
-from ..storage.usage import UsageStore
+from ..app import App, build
+from ..errors import ConfigError, ProxyError, StartupError
+from ..storage.cleanup import scan
 from ..values import parse_bool
 from .common import load_command_config, parse_flags
 
 USAGE = """Usage: goproxy cache stats [flags]     modules, versions, bytes and oldest last use
        goproxy cache gc [-dry-run] [flags] remove what -max-cache-age and -max-cache-size say
 
-Flags are the server's (-cache, -config, -max-cache-age, -max-cache-size; and their environment
-variables), so the commands see the cache and limits the server is configured with.
+Flags are the server's (-cache, -storage, -lock, -config, -max-cache-age, -max-cache-size; and their
+environment variables), so the commands see the cache and limits the server is configured with.
+With -storage s3://…, they work on the bucket (and with -lock, on the replicas' shared last-used
+times, taking the cleanup lock for gc).
 """
 
 
@@ -49,31 +50,34 @@ def cache_command(args: list[str], environ: Mapping[str, str]) -> int:
     config = load_command_config(flags, environ, f"goproxy cache {what}")
     if config is None:
         return 2
-    if not os.path.isdir(config.cache_dir):
+    if not config.storage and not os.path.isdir(config.cache_dir):
         print(f"goproxy cache {what}: no cache directory at {os.path.abspath(config.cache_dir)}",
               file=sys.stderr)
         return 1
     try:
-        store = UsageStore(config.cache_dir)
+        app = build(config)
+    except StartupError as exc:
+        print(f"goproxy cache {what}: {exc}", file=sys.stderr)
+        return 1
+    try:
         try:
-            return stats(config, store) if what == "stats" else gc(config, store, dry_run)
+            return stats(app) if what == "stats" else gc(app, dry_run)
         finally:
-            store.close()
-    except (OSError, sqlite3.Error) as exc:
+            app.usage.close()
+    except (OSError, sqlite3.Error, ProxyError) as exc:
         print(f"goproxy cache {what}: {exc}", file=sys.stderr)
         return 1
 
 
-def stats(config: Config, store: UsageStore) -> int:
+def stats(app: App) -> int:
     """stats prints modules, versions, bytes and the oldest last use of the cache; returns 0."""
-    root = os.path.abspath(config.cache_dir)
-    found = scan(DiskStorage(root), time.time())
-    known = store.last_used()
+    found = scan(app.storage, time.time())
+    known = app.usage.last_used()
     live = {p: e for p, e in found.entries.items() if e.files}
     modules = {m for m, _ in live}
     versions = sum(1 for _, v in live if v)
     size = sum(e.size for e in live.values())
-    print(f"cache: {root}")
+    print(f"cache: {app.config.storage or app.local.root}")
     print(f"modules: {len(modules)}")
     print(f"versions: {versions}")
     print(f"bytes: {size} ({human_size(size)})")
@@ -89,12 +93,16 @@ def stats(config: Config, store: UsageStore) -> int:
     return 0
 
 
-def gc(config: Config, store: UsageStore, dry_run: bool) -> int:
-    """gc makes one cleanup pass with the configured limits and prints what it removed; returns 0."""
-    if not config.max_cache_age and not config.max_cache_size:
+def gc(app: App, dry_run: bool) -> int:
+    """gc makes one cleanup pass with the configured limits and prints what it removed; returns 0,
+    or 1 when another replica holds the cleanup lock."""
+    config = app.config
+    if not config.max_cache_age and not app.cleaner.max_size:
         print("no -max-cache-age or -max-cache-size set: nothing is due for removal")
-    cleaner = Cleaner(DiskStorage(config.cache_dir), store, time.time, config.max_cache_age, config.max_cache_size)
-    report = cleaner.run(dry_run=dry_run)
+    report = app.cleaner.run(dry_run=dry_run)
+    if report.elsewhere:
+        print("another replica is cleaning the shared store now; try again later", file=sys.stderr)
+        return 1
     verb = "would remove" if dry_run else "removed"
     now = time.time()
     for r in report.removed:

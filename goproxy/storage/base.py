@@ -5,17 +5,33 @@ from __future__ import annotations
 import abc
 import contextlib
 import errno
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from ..errors import StorageError
+from ..errors import StorageError, StoreUnavailable
 
 # Suffixes of in-progress files; never served, never adopted as artifacts.
 PARTIAL_SUFFIXES = (".part", ".tmp", ".state", ".lock", ".del")
 
 # errnos that mean the disk refused a write, as opposed to a failed upstream read.
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO, errno.EACCES})
+
+
+# A fence is asked right before a commit makes an artifact visible: False means the caller's
+# lock on the key was lost (a newer holder may be committing), so nothing is committed.
+Fence = Callable[[], bool]
+
+
+class LeaseLost(StoreUnavailable):
+    """The lock on a key ran out before its fetch could commit (the holder stalled and another
+    replica took over); nothing was committed; status 503."""
+
+
+def check_fence(key: str, fence: Fence | None) -> None:
+    """Raise LeaseLost when fence says the caller no longer holds key's lock."""
+    if fence is not None and not fence():
+        raise LeaseLost(f"lost the lock on {key} before committing it; another holder took over")
 
 
 def storage_error(key: str, exc: OSError) -> StorageError:
@@ -98,17 +114,29 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     @contextlib.contextmanager
-    def writer(self, key: str, mtime: float | None = None) -> Iterator[BinaryIO]:
+    def writer(self, key: str, mtime: float | None = None, fence: Fence | None = None) -> Iterator[BinaryIO]:
         """Yield a file to write key's content to; commit it atomically on a clean exit.
 
-        mtime, when given, is stamped as the artifact's time (freshness is judged by it). On an
-        exception nothing appears under key. Raises StorageError when the store refuses.
+        mtime, when given, is stamped as the artifact's time (freshness is judged by it).
+        fence, when given, is asked right before the commit; when it answers False nothing is
+        committed and LeaseLost is raised. On an exception nothing appears under key. Raises
+        StorageError when the store refuses, StoreUnavailable when it cannot be reached.
         """
 
-    def write(self, key: str, data: bytes, mtime: float | None = None) -> None:
-        """Store data under key atomically; raise StorageError when the store refuses."""
-        with self.writer(key, mtime) as f:
+    def write(self, key: str, data: bytes, mtime: float | None = None, fence: Fence | None = None) -> None:
+        """Store data under key atomically, as writer does; raise as writer does."""
+        with self.writer(key, mtime, fence) as f:
             f.write(data)
+
+    @abc.abstractmethod
+    def swap(self, key: str, data: bytes, expect: Stat | None) -> bool:
+        """Replace key with data only while key is still what expect describes; return True if done.
+
+        expect None means "only if key is absent". A compare-and-swap across every process and
+        replica sharing the store (an flock on disk, a conditional write in a bucket): False
+        means another writer got there first; read key again and decide again. Raises
+        StorageError or StoreUnavailable as writer does.
+        """
 
     @abc.abstractmethod
     def staging(self, key: str) -> str:
@@ -123,10 +151,12 @@ class Storage(abc.ABC):
         """Open path, a staging file of key, for writing, making its directory; raise StorageError."""
 
     @abc.abstractmethod
-    def commit(self, path: str, key: str, mtime: float | None = None) -> None:
+    def commit(self, path: str, key: str, mtime: float | None = None, fence: Fence | None = None) -> None:
         """Commit path, a complete and fsynced staging file of key, as key (stamped with mtime).
 
-        The staging file is consumed. Raises StorageError when the store refuses.
+        The staging file is consumed. fence is asked right before the artifact becomes visible
+        (LeaseLost when it answers False). Raises StorageError when the store refuses,
+        StoreUnavailable when it cannot be reached.
         """
 
     @abc.abstractmethod

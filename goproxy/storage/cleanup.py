@@ -1,4 +1,4 @@
-"""Cache cleanup: find module versions on disk, drop those unused past -max-cache-age, then the
+"""Cache cleanup: find module versions in storage, drop those unused past -max-cache-age, then the
 least recently used while over -max-cache-size; the cleanup thread and its usage store."""
 
 from __future__ import annotations
@@ -8,13 +8,20 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
+from ..errors import ProxyError
+from ..locks import Lease
 from ..metrics import Metrics
 from ..values import format_duration
 from .base import PARTIAL_SUFFIXES, Stat, Storage
-from .usage import Pair, UsageStore
+from .usage import Pair, Usage
+
+# Exclusive is a lock on the cleanup itself: entering yields a Lease when this cleaner may run
+# a pass now, None when another (a replica sharing the bucket) holds it.
+Exclusive = Callable[[], AbstractContextManager["Lease | None"]]
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +162,7 @@ class Report:
     adopted: int = 0  # entries found on disk that the usage database did not know
     kept_bytes: int = 0
     kept_files: int = 0
+    elsewhere: bool = False  # no pass here: another replica holds the cleanup lock
 
     @property
     def freed(self) -> int:
@@ -171,13 +179,15 @@ class Cleaner:
     used while the cache is bigger than max_size (0 disables either).
 
     It never removes an entry with a fetch in flight (in_flight(key)), a partial file, or a use
-    recorded since the pass began; files go by Cache.delete, so readers keep their open file.
+    recorded since the pass began; files go by Storage.delete, so readers keep their open file.
+    With exclusive (replicas sharing a bucket), a pass runs only while this cleaner holds that
+    lock, and stops removing once the lock is lost.
     """
 
-    def __init__(self, storage: Storage, store: UsageStore, clock: Callable[[], float] = time.time,
+    def __init__(self, storage: Storage, store: Usage, clock: Callable[[], float] = time.time,
                  max_age: float = 0.0, max_size: int = 0,
                  in_flight: Callable[[str], bool] = lambda key: False,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, exclusive: Exclusive | None = None) -> None:
         self.storage = storage
         self.store = store
         self.clock = clock
@@ -185,6 +195,7 @@ class Cleaner:
         self.max_size = max_size
         self.in_flight = in_flight
         self.metrics = metrics
+        self.exclusive = exclusive
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -192,13 +203,20 @@ class Cleaner:
     def run(self, dry_run: bool = False) -> Report:
         """run makes one pass (one at a time per Cleaner) and returns what it did.
 
-        A dry run decides the same way but deletes nothing and writes nothing.
-        Raises sqlite3.Error when the usage database cannot be read or written.
+        A dry run decides the same way but deletes nothing and writes nothing. When another
+        replica holds the cleanup lock, nothing is done (Report.elsewhere). Raises the usage
+        store's errors (sqlite3.Error) when it cannot be read or written, StoreUnavailable when
+        the shared store cannot be reached.
         """
         with self._lock:
-            return self._pass(dry_run)
+            if self.exclusive is None:
+                return self._pass(dry_run, None)
+            with self.exclusive() as lease:
+                if lease is None:
+                    return Report(elsewhere=True)
+                return self._pass(dry_run, lease)
 
-    def _pass(self, dry_run: bool) -> Report:
+    def _pass(self, dry_run: bool, lease: Lease | None) -> Report:
         started = self.clock()
         if not dry_run:
             self.store.flush()
@@ -220,7 +238,7 @@ class Cleaner:
 
         def remove(pair: Pair, reason: str) -> bool:
             entry = live[pair]
-            if self._stop.is_set() or self._busy(entry, found):
+            if self._stop.is_set() or (lease is not None and not lease.valid()) or self._busy(entry, found):
                 report.skipped += 1
                 return False
             if not dry_run and not self._delete(entry, started):
@@ -290,10 +308,11 @@ class Cleaner:
         while not self._stop.is_set():
             try:
                 report = self.run()
-            except (OSError, sqlite3.Error) as exc:
+            except (OSError, sqlite3.Error, ProxyError) as exc:
                 log.error("cache cleanup failed: %s", exc)
             else:
                 log_report(report, dry_run=False)
+            log.debug("cache cleanup: pass finished")
             self._stop.wait(interval)
 
     def stop(self) -> None:
@@ -307,6 +326,9 @@ class Cleaner:
 def log_report(report: Report, dry_run: bool) -> None:
     """log_report logs each removed entry and a summary line."""
     verb = "would remove" if dry_run else "removed"
+    if report.elsewhere:
+        log.debug("cache cleanup: another replica is cleaning the shared store")
+        return
     for r in report.removed:
         log.info("cache cleanup: %s %s (%d bytes, %s)", verb, r.name, r.size, r.reason)
     if report.removed or report.skipped:
@@ -315,25 +337,31 @@ def log_report(report: Report, dry_run: bool) -> None:
 
 
 class Housekeeping:
-    """Run a server's usage store and cleaner: start() runs their threads, stop() ends them
-    with a final flush."""
+    """Run a server's usage stores and cleaners: start() runs their threads, stop() ends them
+    with a final flush. With replicas there are two of each: the shared store's and the local
+    tier's."""
 
-    def __init__(self, store: UsageStore, cleaner: Cleaner, interval: float) -> None:
-        self.store = store
-        self.cleaner = cleaner
+    def __init__(self, store: Usage | Sequence[Usage], cleaner: Cleaner | Sequence[Cleaner],
+                 interval: float) -> None:
+        self.stores = [store] if isinstance(store, Usage) else list(store)
+        self.cleaners = [cleaner] if isinstance(cleaner, Cleaner) else list(cleaner)
+        self.store, self.cleaner = self.stores[0], self.cleaners[0]  # the first: the shared store's
         self.interval = interval
 
     def start(self) -> None:
-        """Start the flush thread and the cleanup thread (a pass now, then every interval)."""
-        self.store.start()
-        self.cleaner.start(self.interval)
-        c = self.cleaner
-        age = format_duration(c.max_age) if c.max_age else "forever"
-        size = f"{c.max_size} bytes" if c.max_size else "unlimited"
-        log.info("cache cleanup every %s: keep unused versions %s; size limit %s",
-                 format_duration(self.interval), age, size)
+        """Start the flush threads and the cleanup threads (a pass now, then every interval)."""
+        for store in self.stores:
+            store.start()
+        for c in self.cleaners:
+            c.start(self.interval)
+            age = format_duration(c.max_age) if c.max_age else "forever"
+            size = f"{c.max_size} bytes" if c.max_size else "unlimited"
+            log.info("cache cleanup every %s: keep unused versions %s; size limit %s",
+                     format_duration(self.interval), age, size)
 
     def stop(self) -> None:
-        """End the cleanup thread, then flush and close the usage store."""
-        self.cleaner.stop()
-        self.store.close()
+        """End the cleanup threads, then flush and close the usage stores."""
+        for c in self.cleaners:
+            c.stop()
+        for store in self.stores:
+            store.close()

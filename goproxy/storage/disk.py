@@ -4,6 +4,7 @@ deletes that never race a reader, and small immutable files kept in memory."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import secrets
 import threading
@@ -11,7 +12,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from ..errors import BadRequest
-from .base import DISK_ERRNOS, Blob, Stat, Storage, storage_error
+from .base import DISK_ERRNOS, Blob, Fence, Stat, Storage, check_fence, storage_error
 
 # Immutable artifacts up to MEMO_MAX bytes are also kept in memory, MEMO_BUDGET bytes in all.
 MEMO_MAX = 16 << 10
@@ -85,11 +86,12 @@ class DiskStorage(Storage):
             return None
 
     @contextlib.contextmanager
-    def writer(self, key: str, mtime: float | None = None) -> Iterator[BinaryIO]:
+    def writer(self, key: str, mtime: float | None = None, fence: Fence | None = None) -> Iterator[BinaryIO]:
         """Yield a temp file beside key; on a clean exit fsync it and rename it into place.
 
-        mtime, when given, is stamped on the committed file. On an exception the temp file is
-        removed and nothing appears under key. Raises StorageError when the disk refuses.
+        mtime, when given, is stamped on the committed file; fence is asked before the rename
+        (LeaseLost when it answers False). On an exception the temp file is removed and nothing
+        appears under key. Raises StorageError when the disk refuses.
         """
         tmp = f"{self.path(key)}.{secrets.token_hex(4)}.part"
         f = self.create(key, tmp)
@@ -100,7 +102,7 @@ class DiskStorage(Storage):
                 os.fsync(f.fileno())
             finally:
                 f.close()
-            self.commit(tmp, key, mtime)
+            self.commit(tmp, key, mtime, fence)
         except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -126,9 +128,16 @@ class DiskStorage(Storage):
                 raise storage_error(key, exc) from exc
         raise AssertionError("unreachable")
 
-    def commit(self, path: str, key: str, mtime: float | None = None) -> None:
+    def commit(self, path: str, key: str, mtime: float | None = None, fence: Fence | None = None) -> None:
         """Rename path, a complete and fsynced file beside key, into place as key, stamped
-        with mtime when given; raise StorageError when the disk refuses."""
+        with mtime when given; raise StorageError when the disk refuses, LeaseLost (path
+        removed) when fence answers False."""
+        try:
+            check_fence(key, fence)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
         try:
             os.chmod(path, 0o644)
             if mtime is not None:
@@ -137,6 +146,21 @@ class DiskStorage(Storage):
         except OSError as exc:
             raise storage_error(key, exc) from exc
         self._forget(key)
+
+    def swap(self, key: str, data: bytes, expect: Stat | None) -> bool:
+        """Replace key with data while it is still expect (absent when None), under an flock on
+        key's .lock file so processes sharing the cache swap one at a time; True if replaced."""
+        lock = self.create(key, self.path(key) + ".lock")
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            now = self.stat(key)
+            if (now is None) != (expect is None) or (now is not None and expect is not None
+                                                     and now.token != expect.token):
+                return False
+            self.write(key, data)
+            return True
+        finally:
+            lock.close()
 
     def delete(self, key: str, expect: Stat | None = None) -> bool:
         """Remove key by renaming it aside first, so open readers keep their file.

@@ -1,7 +1,9 @@
-"""Last-used times in cache/.usage.db (sqlite3, WAL): hits buffered in memory, written behind."""
+"""Last-used times of module versions, buffered in memory and written behind: the Usage
+interface and its sqlite store (cache/.usage.db, WAL)."""
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import logging
 import os
@@ -47,25 +49,129 @@ def split_key(key: str) -> Pair | None:
     return module, base
 
 
-class UsageStore:
-    """UsageStore records when each module version was last requested.
+class Usage(abc.ABC):
+    """Usage records when each module version was last requested.
 
     record() only stores into a dict (no lock, no database), so the request path never waits
-    on sqlite; flush() writes what was buffered in one transaction. A crash loses at most the
-    uses since the last flush. Safe to share between threads and with other processes (WAL).
+    on a store; flush() writes what was buffered in one batch, and a thread started by start()
+    flushes every flush_interval seconds. A crash loses at most the uses since the last flush.
+    Subclasses say where the times live (errors: what their failed writes raise; where: what
+    to call the store in logs).
     """
 
-    def __init__(self, root: str, clock: Callable[[], float] = time.time,
-                 flush_interval: float = FLUSH_INTERVAL) -> None:
-        self.path = os.path.join(root, DB_NAME)
+    errors: tuple[type[Exception], ...] = ()
+    where = "the usage store"
+
+    def __init__(self, clock: Callable[[], float] = time.time, flush_interval: float = FLUSH_INTERVAL) -> None:
         self.clock = clock
         self.flush_interval = flush_interval
         self._pending: dict[str, float] = {}
-        self._db_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._closed = False
         self._failing = False
+
+    def record(self, key: str) -> None:
+        """record notes that key was requested now; memory only, never blocks on the store."""
+        self._pending[key] = self.clock()
+
+    def used_since_flush(self, key: str) -> bool:
+        """used_since_flush reports a use of key buffered and not yet flushed."""
+        return key in self._pending
+
+    def flush(self) -> int:
+        """flush writes buffered uses (keeping the later time per version); returns rows written.
+
+        A use recorded while flush runs stays buffered for the next one; none is lost.
+        Raises one of errors when the store cannot be written (the uses are kept buffered).
+        """
+        pairs: dict[Pair, float] = {}
+        taken: list[tuple[str, float]] = []
+        for key in list(self._pending):  # list(dict) is one atomic C call under the GIL
+            t = self._pending.pop(key, None)
+            if t is None:
+                continue
+            taken.append((key, t))
+            pair = split_key(key)
+            if pair is not None and t > pairs.get(pair, float("-inf")):
+                pairs[pair] = t
+        if not pairs:
+            return 0
+        try:
+            self.store_uses([(m, v, t) for (m, v), t in pairs.items()])
+        except BaseException:
+            for key, t in taken:  # put them back unless a newer use arrived meanwhile
+                if self._pending.get(key, float("-inf")) < t:
+                    self._pending[key] = t
+            raise
+        return len(pairs)
+
+    @abc.abstractmethod
+    def store_uses(self, rows: list[tuple[str, str, float]]) -> None:
+        """Write (module, version, time) uses, never moving a stored time backwards; raise one of errors."""
+
+    @abc.abstractmethod
+    def last_used(self) -> dict[Pair, float]:
+        """last_used returns every (module, version) → last-used time in the store."""
+
+    @abc.abstractmethod
+    def adopt(self, rows: Iterable[tuple[str, str, float]]) -> None:
+        """adopt inserts (module, version, time) rows for versions the store does not know yet."""
+
+    @abc.abstractmethod
+    def forget(self, pairs: Iterable[Pair], before: float) -> None:
+        """forget deletes the rows of pairs whose last use is earlier than before."""
+
+    def start(self) -> Usage:
+        """start runs the flush thread (a daemon) every flush_interval seconds; returns self."""
+        self._thread = threading.Thread(target=self._run, name="goproxy-usage", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_interval):
+            try:
+                self.flush()
+            except self.errors as exc:
+                if not self._failing:
+                    log.warning("cannot write last-used times to %s (will retry): %s", self.where, exc)
+                self._failing = True
+            else:
+                if self._failing:
+                    log.info("writing last-used times to %s again", self.where)
+                self._failing = False
+
+    def close(self) -> None:
+        """close stops the flush thread, flushes what is buffered and releases the store; idempotent."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        try:
+            self.flush()
+        except self.errors as exc:
+            log.warning("lost the last-used times of %d artifact(s): %s", len(self._pending), exc)
+        self.release()
+
+    @abc.abstractmethod
+    def release(self) -> None:
+        """Release the store's connection, once the last flush is done."""
+
+
+class UsageStore(Usage):
+    """UsageStore keeps last-used times in a sqlite database under root (name, WAL mode).
+
+    Safe to share between threads and with other processes (WAL).
+    """
+
+    errors = (sqlite3.Error,)
+
+    def __init__(self, root: str, clock: Callable[[], float] = time.time,
+                 flush_interval: float = FLUSH_INTERVAL, name: str = DB_NAME) -> None:
+        super().__init__(clock, flush_interval)
+        self.path = os.path.join(root, name)
+        self.where = self.path
+        self._db_lock = threading.Lock()
+        self._closed = False
         self._db: sqlite3.Connection | None = None  # opened on first use, so an idle cache gets no file
 
     def _conn(self) -> sqlite3.Connection:
@@ -106,44 +212,6 @@ class UsageStore:
             os.chmod(self.path, 0o644)
         return db
 
-    def record(self, key: str) -> None:
-        """record notes that key was requested now; memory only, never blocks on the database."""
-        self._pending[key] = self.clock()
-
-    def used_since_flush(self, key: str) -> bool:
-        """used_since_flush reports a use of key buffered and not yet flushed."""
-        return key in self._pending
-
-    def flush(self) -> int:
-        """flush writes buffered uses (keeping the later time per version); returns rows written.
-
-        A use recorded while flush runs stays buffered for the next one; none is lost.
-        Raises sqlite3.Error when the database cannot be written (the uses are kept buffered).
-        """
-        pairs: dict[Pair, float] = {}
-        taken: list[tuple[str, float]] = []
-        for key in list(self._pending):  # list(dict) is one atomic C call under the GIL
-            t = self._pending.pop(key, None)
-            if t is None:
-                continue
-            taken.append((key, t))
-            pair = split_key(key)
-            if pair is not None and t > pairs.get(pair, float("-inf")):
-                pairs[pair] = t
-        if not pairs:
-            return 0
-        try:
-            self._write("INSERT INTO usage (module, version, last_used) VALUES (?, ?, ?) "
-                        "ON CONFLICT (module, version) DO UPDATE "
-                        "SET last_used = max(last_used, excluded.last_used)",
-                        [(m, v, t) for (m, v), t in pairs.items()])
-        except BaseException:
-            for key, t in taken:  # put them back unless a newer use arrived meanwhile
-                if self._pending.get(key, float("-inf")) < t:
-                    self._pending[key] = t
-            raise
-        return len(pairs)
-
     def last_used(self) -> dict[Pair, float]:
         """last_used returns every (module, version) → last-used time in the database."""
         with self._db_lock:
@@ -173,37 +241,20 @@ class UsageStore:
                 db.execute("ROLLBACK")
                 raise
 
-    def start(self) -> UsageStore:
-        """start runs the flush thread (a daemon) every flush_interval seconds; returns self."""
-        self._thread = threading.Thread(target=self._run, name="goproxy-usage", daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.flush_interval):
-            try:
-                self.flush()
-            except sqlite3.Error as exc:
-                if not self._failing:
-                    log.warning("cannot write last-used times to %s (will retry): %s", self.path, exc)
-                self._failing = True
-            else:
-                if self._failing:
-                    log.info("writing last-used times to %s again", self.path)
-                self._failing = False
+    def store_uses(self, rows: list[tuple[str, str, float]]) -> None:
+        """Upsert rows, keeping the later time per version; raise sqlite3.Error."""
+        self._write("INSERT INTO usage (module, version, last_used) VALUES (?, ?, ?) "
+                    "ON CONFLICT (module, version) DO UPDATE "
+                    "SET last_used = max(last_used, excluded.last_used)", rows)
 
     def close(self) -> None:
         """close stops the flush thread, flushes what is buffered and closes the database; idempotent."""
         if self._closed:
             return
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        try:
-            self.flush()
-        except sqlite3.Error as exc:
-            log.warning("lost the last-used times of %d artifact(s): %s", len(self._pending), exc)
+        super().close()
+
+    def release(self) -> None:
+        """Close the database."""
         with self._db_lock:
             self._closed = True
             if self._db is not None:

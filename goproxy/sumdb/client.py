@@ -1,4 +1,4 @@
-"""Checksum database client: verified lookups, tile proofs, and the newest verified tree on disk."""
+"""Checksum database client: verified lookups, tile proofs, and the newest verified tree in shared storage."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from ..errors import ChecksumError, NotFound, ProxyError, UpstreamError
 from ..metrics import Metrics
 from ..modpath import escape_path, escape_version
 from ..net.http import Response
-from ..storage.base import Storage
+from ..storage.base import Stat, Storage
 from ..upstream import Upstreams
 from . import tlog
 from .db import GoSumDB
@@ -37,7 +37,7 @@ class SumDB:
 
     Each lookup's signed tree head is checked with the database key, its record is proven to be
     in the newest tree seen, and every new tree is proven consistent with the newest verified
-    one kept in the cache directory, so a database that forks its log is caught.
+    one kept in storage (shared by every replica), so a database that forks its log is caught.
     """
 
     def __init__(self, db: GoSumDB, upstreams: Upstreams, direct: Upstreams, cache: Storage,
@@ -115,35 +115,47 @@ class SumDB:
         except tlog.TlogError as exc:
             raise self._fail(f"malformed tree head from {self.db.name}: {exc}") from None
 
-    def _load_latest(self) -> tlog.Tree | None:
-        data = self.cache.read(self._state_key)
+    def _load_latest(self) -> tuple[tlog.Tree | None, Stat | None]:
+        """Return the shared newest verified tree and the Stat it was read under (for the swap)."""
+        st = self.cache.stat(self._state_key)  # stat before read: a newer head read makes the swap fail
+        data = self.cache.read(self._state_key) if st is not None else None
         if data is None:
-            return None
+            return None, None
         try:
-            return tlog.parse_tree(open_note(data, self.verifier))
+            return tlog.parse_tree(open_note(data, self.verifier)), st
         except (NoteError, tlog.TlogError):
-            log.warning("ignoring unreadable verified tree head %s", self._state_key)
-            return None
+            log.warning("replacing unreadable verified tree head %s", self._state_key)
+            return None, st
+
+    def _prove(self, a: tlog.Tree, b: tlog.Tree) -> tlog.Tree:
+        """Prove a and b are one log (the smaller a prefix of the larger); return the larger."""
+        if a == b:
+            return a
+        old, new = (a, b) if a.n <= b.n else (b, a)
+        try:
+            proof = tlog.prove_tree(new.n, old.n, self._reader(new))
+            tlog.check_tree(proof, new.n, new.hash, old.n, old.hash)
+        except tlog.TlogError as exc:
+            raise self._fail(f"{self.db.name} tree of size {old.n} is not a prefix of the tree of size "
+                             f"{new.n}: the checksum database has forked its log ({exc})") from None
+        return new
 
     def _merge(self, tree: tlog.Tree, signed: bytes) -> tlog.Tree:
-        """_merge proves tree consistent with the newest verified tree; returns the newer of the two."""
+        """_merge proves tree consistent with the newest verified trees (this process's and the
+        one in shared storage); returns the newest. The shared head is replaced only by a
+        compare-and-swap, so a replica never overwrites a head it has not proven tree against."""
         with self._lock:
-            latest = self._latest or self._load_latest()
-            if latest is None or latest == tree:
-                newest = tree
-            else:
-                old, new = (latest, tree) if latest.n <= tree.n else (tree, latest)
-                try:
-                    proof = tlog.prove_tree(new.n, old.n, self._reader(new))
-                    tlog.check_tree(proof, new.n, new.hash, old.n, old.hash)
-                except tlog.TlogError as exc:
-                    raise self._fail(f"{self.db.name} tree of size {old.n} is not a prefix of the tree of size "
-                                     f"{new.n}: the checksum database has forked its log ({exc})") from None
-                newest = new
-            if newest is tree and newest != self._latest:
-                self.cache.write(self._state_key, signed)
-            self._latest = newest
-            return newest
+            if self._latest is not None:
+                self._prove(self._latest, tree)
+            for _ in range(8):
+                stored, st = self._load_latest()
+                newest = tree if stored is None else self._prove(stored, tree)
+                if newest is tree and tree != stored and not self.cache.swap(self._state_key, signed, st):
+                    continue  # another replica replaced it meanwhile: prove against that one
+                if self._latest is None or newest.n >= self._latest.n:
+                    self._latest = newest
+                return self._latest
+            raise UpstreamError(f"checksum database {self.db.name}: the shared verified tree head keeps changing")
 
     def _fail(self, message: str) -> ChecksumError:
         security.error("SECURITY: %s", message)
