@@ -10,10 +10,14 @@ from .errors import BadRequest, NotFound
 
 _BAD_WINDOWS = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)),
                 *(f"lpt{i}" for i in range(1, 10))}
-_MOD_CHARS = re.compile(r"[A-Za-z0-9._~-]*")
+# Characters allowed in path elements, by kind of path (module.CheckPath, CheckImportPath,
+# CheckFilePath); a file path also allows any non-ASCII letter.
+_ELEM_CHARS = {"module": re.compile(r"[A-Za-z0-9._~-]*"), "import": re.compile(r"[A-Za-z0-9._~+-]*"),
+               "file": re.compile(r"[A-Za-z0-9!#$%&()+,\-.=@\[\]^_{}~ ]*")}
 _FIRST_CHARS = re.compile(r"[a-z0-9.-]*")
-_FILE_CHARS = re.compile(r"[A-Za-z0-9!#$%&()+,\-.=@\[\]^_{}~ ]*")
 _TILDE_DIGITS = re.compile(r"~[0-9]+$")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_DIGITS = "0123456789"
 
 _NUM = r"0|[1-9][0-9]*"
 _IDENT = r"[0-9A-Za-z-]+"
@@ -28,31 +32,57 @@ def _bad(what: str, value: str, why: str) -> BadRequest:
     return BadRequest(f"invalid {what} {value!r}: {why}")
 
 
-def _check_elem(elem: str, file_kind: bool) -> str | None:
-    """_check_elem returns why elem is not a valid path element, or None."""
+def _elem_problem(elem: str, kind: str) -> str | None:
+    """Return why elem is not a valid element of a path of kind (module, import, file), or None."""
     if not elem:
         return "empty path element"
     if elem.count(".") == len(elem):
         return f"invalid path element {elem!r}"
-    if elem[0] == "." and not file_kind:
+    if elem[0] == "." and kind == "module":
         return "leading dot in path element"
     if elem[-1] == ".":
         return "trailing dot in path element"
-    if not (_FILE_CHARS if file_kind else _MOD_CHARS).fullmatch(elem):
-        return f"invalid char in path element {elem!r}"
+    if not _ELEM_CHARS[kind].fullmatch(elem):
+        for c in elem:
+            if not (_ELEM_CHARS[kind].fullmatch(c) or (kind == "file" and not c.isascii() and c.isalpha())):
+                return f"invalid char {c!r}"
     short = elem.split(".", 1)[0]
     if short.lower() in _BAD_WINDOWS:
         return f"{short!r} disallowed as path element component on Windows"
-    if not file_kind and _TILDE_DIGITS.search(short):
+    if kind != "file" and _TILDE_DIGITS.search(short):
         return "trailing tilde and digits in path element"
     return None
 
 
+def _path_problem(path: str, kind: str) -> str | None:
+    """Return why path is not a valid path of kind (x/mod's checkPath), or None."""
+    if _SURROGATE.search(path):
+        return "invalid UTF-8"
+    if not path:
+        return "empty string"
+    if path[0] == "-" and kind != "file":
+        return "leading dash"
+    if "//" in path:
+        return "double slash"
+    if path[-1] == "/":
+        return "trailing slash"
+    for elem in path.split("/"):
+        why = _elem_problem(elem, kind)
+        if why:
+            return why
+    return None
+
+
 def split_path_version(path: str) -> tuple[str, str, bool]:
-    """split_path_version splits "a.com/m/v2" into ("a.com/m", "/v2", True); ok is False if malformed."""
+    """Split a module path into its prefix and major-version suffix (module.SplitPathVersion).
+
+    Return (prefix, suffix, ok): "a.com/m/v2" gives ("a.com/m", "/v2", True), "gopkg.in/yaml.v2"
+    gives ("gopkg.in/yaml", ".v2", True), a path without a suffix gives (path, "", True).
+    ok is False for a malformed suffix ("/v1", "/v0", "/v2.0", "gopkg.in/x" with no ".vN").
+    """
     if path.startswith("gopkg.in/"):
         i = len(path) - (len("-unstable") if path.endswith("-unstable") else 0)
-        while i > 0 and path[i - 1].isdigit():
+        while i > 0 and path[i - 1] in _DIGITS:
             i -= 1
         if i <= 1 or path[i - 1] != "v" or path[i - 2] != ".":
             return path, "", False
@@ -62,7 +92,7 @@ def split_path_version(path: str) -> tuple[str, str, bool]:
         return path[:i - 2], major, True
     i = len(path)
     dot = False
-    while i > 0 and (path[i - 1].isdigit() or path[i - 1] == "."):
+    while i > 0 and path[i - 1] in _DIGITS + ".":
         dot = dot or path[i - 1] == "."
         i -= 1
     if i <= 1 or i == len(path) or path[i - 1] != "v" or path[i - 2] != "/":
@@ -74,30 +104,41 @@ def split_path_version(path: str) -> tuple[str, str, bool]:
 
 
 def check_path(path: str) -> None:
-    """check_path applies module.CheckPath; raises BadRequest naming the problem."""
-    if not path:
-        raise _bad("module path", path, "empty string")
-    if not path.isascii():
-        raise _bad("module path", path, "non-ASCII character")
-    if path[0] == "-":
-        raise _bad("module path", path, "leading dash")
-    if "//" in path:
-        raise _bad("module path", path, "double slash")
-    if path[0] == "/":
-        raise _bad("module path", path, "leading slash")
-    if path[-1] == "/":
-        raise _bad("module path", path, "trailing slash")
-    for elem in path.split("/"):
-        why = _check_elem(elem, file_kind=False)
-        if why:
-            raise _bad("module path", path, why)
-    first = path.split("/", 1)[0]
-    if "." not in first:
-        raise _bad("module path", path, "missing dot in first path element")
-    if not _FIRST_CHARS.fullmatch(first):
-        raise _bad("module path", path, "invalid char in first path element")
-    if not split_path_version(path)[2]:
-        raise _bad("module path", path, "invalid version suffix")
+    """Check a module path by module.CheckPath's rules.
+
+    Raises BadRequest naming the problem: an empty or non-ASCII path, a bad element, no dot
+    in the first element, upper case or '_' in the first element, a malformed /vN suffix.
+    """
+    why = _path_problem(path, "module")
+    if not why:
+        first = path.split("/", 1)[0]
+        if "." not in first:
+            why = "missing dot in first path element"
+        elif not _FIRST_CHARS.fullmatch(first):
+            why = f"invalid char {next(c for c in first if not _FIRST_CHARS.fullmatch(c))!r} in first path element"
+        elif not split_path_version(path)[2]:
+            why = "invalid version suffix"
+    if why:
+        raise _bad("module path", path, why)
+
+
+def check_import_path(path: str) -> None:
+    """Check an import path by module.CheckImportPath's rules ('+' allowed); raise BadRequest."""
+    why = _path_problem(path, "import")
+    if why:
+        raise _bad("import path", path, why)
+
+
+def check_file_path(path: str) -> None:
+    """Check a slash-separated file path inside a module by module.CheckFilePath's rules.
+
+    Leading dots, a leading '-', more punctuation and non-ASCII letters are allowed;
+    empty, '.' and '..' elements, reserved Windows names and invalid UTF-8 (a lone surrogate,
+    as surrogateescape decoding leaves it) are not. Raises BadRequest.
+    """
+    why = _path_problem(path, "file")
+    if why:
+        raise _bad("file path", path, why)
 
 
 def _escape(s: str) -> str:
@@ -111,13 +152,16 @@ def _unescape(s: str) -> str | None:
 
 
 def escape_path(path: str) -> str:
-    """escape_path returns the case-escaped form ("github.com/!azure/x"); raises BadRequest."""
+    """Return the case-escaped form of a module path ("github.com/!azure/x"); raise BadRequest."""
     check_path(path)
     return _escape(path)
 
 
 def unescape_path(escaped: str) -> str:
-    """unescape_path decodes the case-escaped form and checks the result; raises BadRequest."""
+    """Decode the case-escaped form of a module path and check the result.
+
+    Raises BadRequest for upper case, a '!' not before a lower-case letter, or an invalid path.
+    """
     path = _unescape(escaped)
     if path is None:
         raise _bad("escaped module path", escaped, "upper case or misplaced '!'")
@@ -126,19 +170,22 @@ def unescape_path(escaped: str) -> str:
 
 
 def _check_version_elem(v: str) -> None:
-    why = _check_elem(v, file_kind=True)
+    why = _elem_problem(v, "file") or ("non-ASCII character" if not v.isascii() else None)
     if why or "!" in v:
         raise _bad("version", v, why or "disallowed version string")
 
 
 def escape_version(v: str) -> str:
-    """escape_version returns the case-escaped version; raises BadRequest."""
+    """Return the case-escaped form of a version ("v1.0.0-!r!c1"); raise BadRequest if invalid.
+
+    A version must be a valid ASCII file name without '!' (module.EscapeVersion).
+    """
     _check_version_elem(v)
     return _escape(v)
 
 
 def unescape_version(escaped: str) -> str:
-    """unescape_version decodes an escaped version; raises BadRequest."""
+    """Decode an escaped version; raise BadRequest for upper case, a stray '!' or an invalid name."""
     v = _unescape(escaped)
     if v is None:
         raise _bad("escaped version", escaped, "upper case or misplaced '!'")
@@ -152,7 +199,11 @@ def _pre_ok(pre: str | None) -> bool:
 
 
 def is_canonical(version: str) -> bool:
-    """is_canonical reports a full semantic version (v1.2.3, v1.2.3-pre, v2.0.0+incompatible)."""
+    """Report whether version is a full semantic version (v1.2.3, v1.2.3-pre, v2.0.0+incompatible).
+
+    This is module.CanonicalVersion(v) == v: no "v1"/"v1.2" shorthand, no build metadata
+    except "+incompatible".
+    """
     m = _SEMVER.fullmatch(version)
     if not m or m.group("patch") is None or not _pre_ok(m.group("pre")):
         return False
@@ -190,34 +241,68 @@ def compare_versions(a: str, b: str) -> int:
     return (ka > kb) - (ka < kb)
 
 
+def _path_major_problem(version: str, path_major: str) -> str | None:
+    """Return why version cannot belong to a path with suffix path_major, or None."""
+    if path_major.startswith(".v") and path_major.endswith("-unstable"):
+        path_major = path_major[:-len("-unstable")]
+    if version.startswith("v0.0.0-") and path_major == ".v1":
+        return None  # old v0 pseudo-versions of gopkg.in/x.v1 stay acceptable
+    m = _SEMVER.fullmatch(version)
+    major = "v" + m.group("major") if m and _pre_ok(m.group("pre")) else ""
+    if not path_major:
+        if major in ("v0", "v1") or (major and m and m.group("build") == "incompatible"):
+            return None
+        want = "v0 or v1"
+    elif path_major[0] not in "/.":
+        want = path_major  # a suffix without its separator matches nothing
+    else:
+        want = path_major[1:]
+        if major == want:
+            return None
+    return f"should be {want}, not {major}"
+
+
+def check_path_major(version: str, path_major: str) -> None:
+    """Check that version suits a module whose path ends in path_major (module.CheckPathMajor).
+
+    path_major is a suffix as split_path_version returns it: "", "/v2", ".v1", ".v1-unstable".
+    No suffix takes v0, v1 and +incompatible versions; "/vN" and ".vN" take vN only, except
+    that ".v1" also takes v0.0.0- pseudo-versions. Raises NotFound ("should be v2, not v1").
+    """
+    why = _path_major_problem(version, path_major)
+    if why:
+        raise NotFound(f"invalid version {version!r}: {why}")
+
+
+def match_path_major(version: str, path_major: str) -> bool:
+    """Report whether check_path_major accepts version for path_major (module.MatchPathMajor)."""
+    return _path_major_problem(version, path_major) is None
+
+
 def check_version(path: str, version: str) -> None:
-    """check_version requires a canonical version (else BadRequest) that agrees with path's major
-    version suffix (else NotFound, so the go command moves on to its next GOPROXY entry)."""
+    """Check that version is a canonical version module path can have.
+
+    Raises BadRequest for a version that is not canonical, and NotFound (so the go command
+    moves on to its next GOPROXY entry, as proxy.golang.org answers) for a well-formed version
+    that disagrees with the path's major-version suffix or a misplaced +incompatible.
+    """
     if not is_canonical(version):
         raise _bad("version", version, "not a canonical semantic version (want e.g. v1.2.3)")
-    _, major_suffix, _ = split_path_version(path)
-    major = "v" + _SEMVER.fullmatch(version).group("major")  # type: ignore[union-attr]
-    incompatible = version.endswith("+incompatible")
-    if incompatible and (major_suffix or major in ("v0", "v1")):
+    _, path_major, _ = split_path_version(path)
+    if version.endswith("+incompatible") and (path_major or version.startswith(("v0.", "v1."))):
         raise NotFound(f"{path}@{version}: invalid version: +incompatible only applies to v2+ "
                        "of a module without a /vN suffix")
-    if major_suffix.startswith(".v"):
-        want = major_suffix[1:].replace("-unstable", "")
-        if version.startswith("v0.0.0-") and want == "v1":
-            return
-    elif major_suffix:
-        want = major_suffix[1:]
-    else:
-        if major in ("v0", "v1") or incompatible:
-            return
-        want = "v0 or v1"
-    if major != want:
-        # A well-formed version this module cannot have: not found, as proxy.golang.org answers.
-        raise NotFound(f"{path}@{version}: invalid version: should be {want}, not {major}")
+    why = _path_major_problem(version, path_major)
+    if why:
+        raise NotFound(f"{path}@{version}: invalid version: {why}")
 
 
 def check_query(query: str) -> None:
-    """check_query accepts a version query (branch, "v1", commit hash) for .info; raises BadRequest."""
+    """Check a version query (branch, "v1", commit hash) as an .info request may carry it.
+
+    Raises BadRequest unless it is 1 to 255 characters of [A-Za-z0-9._+~-], not starting
+    with '-' or '.', without "..".
+    """
     if not 1 <= len(query) <= 255:
         raise _bad("version query", query, "must be 1 to 255 bytes")
     if query[0] in "-." or ".." in query:
@@ -232,7 +317,7 @@ _KIND_TYPES = {"info": "application/json", "latest": "application/json", "zip": 
 
 @dataclass(frozen=True)
 class Artifact:
-    """Artifact is one module proxy resource: kind is list, latest, info, mod or zip."""
+    """One module proxy resource: kind is list, latest, info, mod or zip."""
 
     kind: str
     module: str
@@ -240,17 +325,17 @@ class Artifact:
 
     @property
     def escaped_module(self) -> str:
-        """escaped_module is the module path in the go command's case-escaped form."""
+        """Return the module path in the go command's case-escaped form."""
         return _escape(self.module)
 
     @property
     def escaped_version(self) -> str:
-        """escaped_version is the version in case-escaped form ("" for list and latest)."""
+        """Return the version in case-escaped form ("" for list and latest)."""
         return _escape(self.version)
 
     @property
     def key(self) -> str:
-        """key is the relative cache path: the escaped URL path without its leading slash."""
+        """Return the relative cache path: the escaped URL path without its leading slash."""
         if self.kind == "list":
             return f"{self.escaped_module}/@v/list"
         if self.kind == "latest":
@@ -259,12 +344,12 @@ class Artifact:
 
     @property
     def immutable(self) -> bool:
-        """immutable is True for .info/.mod/.zip of a canonical version: cached forever."""
+        """Report whether this is .info/.mod/.zip of a canonical version, cached forever."""
         return self.kind in ("info", "mod", "zip") and is_canonical(self.version)
 
     @property
     def content_type(self) -> str:
-        """content_type is the Content-Type the artifact is served with."""
+        """Return the Content-Type the artifact is served with."""
         return _KIND_TYPES[self.kind]
 
 
@@ -274,24 +359,24 @@ _NAME_ELEM = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
 @dataclass(frozen=True)
 class SumdbRequest:
-    """SumdbRequest is a checksum database request: /sumdb/<name>/<path>."""
+    """A checksum database request: /sumdb/<name>/<path>."""
 
     name: str
     path: str
 
     @property
     def key(self) -> str:
-        """key is the relative cache path "sumdb/<name>/<path>"."""
+        """Return the relative cache path "sumdb/<name>/<path>"."""
         return f"sumdb/{self.name}/{self.path}"
 
     @property
     def immutable(self) -> bool:
-        """immutable is True for lookups and full tiles; latest and partial tiles change."""
+        """Report whether this is a lookup or a full tile; latest and partial tiles change."""
         return self.path.startswith("lookup/") or (self.path.startswith("tile/") and ".p/" not in self.path)
 
     @property
     def content_type(self) -> str:
-        """content_type is text for lookup/latest/supported, octet-stream for tiles."""
+        """Return text for lookup/latest/supported, octet-stream for tiles."""
         return "application/octet-stream" if self.path.startswith("tile/") else "text/plain; charset=utf-8"
 
 
@@ -326,7 +411,7 @@ def _sumdb(name: str, path: str) -> SumdbRequest:
 
 
 def parse_request(path: str) -> Artifact | SumdbRequest:
-    """parse_request maps a request path to what it asks for.
+    """Map a request path to what it asks for.
 
     Raises BadRequest for anything malformed (double encoding, control bytes, traversal,
     invalid module path or version) and NotFound for paths outside the protocol.
