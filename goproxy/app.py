@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from .config import Config
 from .download import Downloader
 from .errors import StartupError
+from .health import Health
 from .locks import LocalOnly
 from .metrics import Metrics
 from .net.dial import direct_connector
@@ -24,7 +25,7 @@ from .singleflight import SingleFlight
 from .storage.cleanup import Cleaner, Housekeeping
 from .storage.disk import DiskStorage
 from .storage.usage import UsageStore
-from .sumdb.client import SumDB
+from .sumdb.client import Sources, SumDB
 from .sumdb.verify import Verifier
 from .upstream import Upstream, Upstreams
 
@@ -51,23 +52,48 @@ def build_transport(config: Config) -> Transport:
 
 
 def build_upstreams(config: Config, transport: Transport, metrics: Metrics, sleep: Sleep = time.sleep,
-                    urls: tuple[str, ...] | None = None) -> Upstreams:
-    """Return the ordered upstream list of config (or of urls) with its private routes and retries."""
+                    urls: tuple[str, ...] | None = None, health: Health | None = None) -> Upstreams:
+    """Return the ordered upstream list of config (or of urls) with its private routes and retries.
+
+    health, when given, tracks which of them are down (one Health serves every list).
+    """
     private = [(p.pattern, Upstream.from_url(p.url, p.headers())) for p in config.private_upstreams]
     return Upstreams([Upstream.from_url(u) for u in urls or config.upstreams], transport,
                      attempts=config.retry_attempts, backoff=config.retry_backoff,
-                     sleep=sleep, private=private if urls is None else [], metrics=metrics)
+                     sleep=sleep, private=private if urls is None else [], metrics=metrics, health=health)
+
+
+def build_sumdb_sources(config: Config, upstreams: Upstreams, metrics: Metrics, sleep: Sleep = time.sleep,
+                        clock: Clock = time.time) -> dict[str, Sources]:
+    """Return where each checksum database this proxy serves or verifies against is read from.
+
+    The databases are -sumdbs and the -gosumdb one; each is read through the upstreams' /sumdb/
+    passthrough, else directly at https://<name> through the outbound transport (-proxy, -dns),
+    except that a -gosumdb URL is where its database is read, alone.
+    """
+    db = config.gosumdb
+    names = list(dict.fromkeys([*config.sumdbs, *([db.name] if db is not None else [])]))
+    sources = {}
+    for name in names:
+        explicit = db.url if db is not None and db.name == name and db.url else ""
+        direct = build_upstreams(config, upstreams.transport, metrics, sleep, urls=(explicit or f"https://{name}",),
+                                 health=upstreams.health)
+        sources[name] = Sources(name, upstreams, direct, upstream_first=not explicit, clock=clock)
+    return sources
 
 
 def build_verifier(config: Config, upstreams: Upstreams, storage: DiskStorage, metrics: Metrics,
-                   sleep: Sleep = time.sleep) -> Verifier:
-    """Return the checksum verifier -gosumdb asks for (one that verifies nothing when off)."""
+                   sleep: Sleep = time.sleep, sources: dict[str, Sources] | None = None) -> Verifier:
+    """Return the checksum verifier -gosumdb asks for (one that verifies nothing when off).
+
+    It reads the database from sources (built from config when not given).
+    """
     private = lambda module: upstreams.private_route(module) is not None  # noqa: E731
     if config.gosumdb is None:
         return Verifier(None, config.gonosumdb, private)
     db = config.gosumdb
-    direct = build_upstreams(config, upstreams.transport, metrics, sleep, urls=(db.url or f"https://{db.name}",))
-    return Verifier(SumDB(db, upstreams, direct, storage, metrics), config.gonosumdb, private)
+    source = (sources or build_sumdb_sources(config, upstreams, metrics, sleep))[db.name]
+    return Verifier(SumDB(db, source, storage, metrics), config.gonosumdb, private)
 
 
 @dataclass
@@ -101,15 +127,18 @@ def build(config: Config, clock: Clock = time.time, sleep: Sleep = time.sleep,
     except OSError as exc:
         raise StartupError(f"cannot create the cache directory {storage.root}: {exc.strerror}") from None
     transport = build_transport(config)
-    upstreams = build_upstreams(config, transport, metrics, sleep)
-    verifier = build_verifier(config, upstreams, storage, metrics, sleep)
+    health = Health(metrics, clock)
+    upstreams = build_upstreams(config, transport, metrics, sleep, health=health)
+    sources = build_sumdb_sources(config, upstreams, metrics, sleep, clock)
+    verifier = build_verifier(config, upstreams, storage, metrics, sleep, sources)
     flights: SingleFlight[bool] = SingleFlight()
     downloader = Downloader(storage, upstreams, verifier, progress or Progress("off"), metrics, clock,
                             config.download_connections, config.max_concurrent_downloads)
     usage = UsageStore(storage.root, clock)
     cleaner = Cleaner(storage, usage, clock, config.max_cache_age, config.max_cache_size, flights.in_flight,
                       metrics)
-    service = Service(config, storage, upstreams, flights, verifier, downloader, LocalOnly(), usage.record, clock)
+    service = Service(config, storage, upstreams, flights, verifier, downloader, LocalOnly(), usage.record, clock,
+                      sumdbs=sources)
     return App(config, metrics, storage, transport, upstreams, verifier, flights, downloader, usage, cleaner,
                service)
 

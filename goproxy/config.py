@@ -94,6 +94,7 @@ class Config:
     download_connections: int = 4  # parallel Range requests per big zip; 1: one stream
     max_concurrent_downloads: int = 4  # zip downloads at once; 0: unlimited
     progress: str = "auto"  # auto, tty, lines or off
+    max_stale: float = 86400.0  # a stale list/@latest/query this old or younger is answered at once
 
 
 def _parse_private_upstreams(value: Any) -> tuple[PrivateUpstream, ...]:
@@ -241,7 +242,8 @@ OPTIONS: list[Option] = [
     Option("upstreams", "upstream", "UPSTREAM_PROXY", "upstreams", parse_url_list,
            "comma-separated upstream proxies, tried in order"),
     Option("upstream_timeout", "upstream-timeout", "UPSTREAM_TIMEOUT", "upstream_timeout", parse_duration,
-           "how long to wait for an upstream's response headers, and for each read of its body"),
+           "how long a client waits for upstreams (every retry included), and for an upstream's response "
+           "headers and each read of its body"),
     Option("retry_attempts", "retry-attempts", "RETRY_ATTEMPTS", "retry_attempts", _parse_positive_int,
            "tries per upstream on 5xx, 429, resets, timeouts and short bodies"),
     Option("retry_backoff", "retry-backoff", "RETRY_BACKOFF", "retry_backoff", parse_duration,
@@ -290,6 +292,9 @@ OPTIONS: list[Option] = [
            "zip downloads at once; more wait their turn in arrival order (0: unlimited)"),
     Option("progress", "progress", "PROGRESS", "progress", _parse_progress,
            "download progress on stderr: auto (tty if a terminal, else lines), tty, lines or off"),
+    Option("max_stale", "max-stale", "MAX_STALE", "max_stale", parse_duration,
+           "answer a list, @latest or query .info at most this old from the cache at once while it is refreshed "
+           "in the background (0s: wait for the refresh)"),
 ]
 
 _KINDS: dict[Callable[[str], Any], str] = {

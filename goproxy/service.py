@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
+import concurrent.futures
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .config import Config
@@ -17,8 +17,10 @@ from .modpath import Artifact, SumdbRequest, unescape_path
 from .net.http import Response
 from .singleflight import SingleFlight
 from .storage.base import Blob, Storage
+from .sumdb.client import Sources, check_answer
 from .sumdb.verify import Verifier
-from .upstream import Upstream, Upstreams
+from .upstream import InvalidAnswer, Upstream, UpstreamDown, Upstreams
+from .validate import InvalidContent, check_gomod, check_info, check_list, looks_like_html
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,13 @@ IMMUTABLE_CACHE_CONTROL = "public, max-age=31536000, immutable"
 def mutable_cache_control(ttl: float) -> str:
     """mutable_cache_control is the Cache-Control of list, @latest and query answers."""
     return f"public, max-age={int(ttl)}"
+
+
+class FetchTimeout(UpstreamError):
+    """No upstream answered within -upstream-timeout for a waiting client; status 502.
+
+    The fetch goes on in the background, so the cache still fills for the next request.
+    """
 
 
 @dataclass
@@ -54,13 +63,15 @@ class Service:
 
     def __init__(self, config: Config, storage: Storage, upstreams: Upstreams, flights: SingleFlight[bool],
                  verifier: Verifier, downloader: Downloader, locks: KeyLocks,
-                 on_use: Callable[[str], None] | None = None, clock: Callable[[], float] = time.time) -> None:
+                 on_use: Callable[[str], None] | None = None, clock: Callable[[], float] = time.time,
+                 sumdbs: Mapping[str, Sources] | None = None) -> None:
         """Answer from storage, fetching misses through upstreams, one fetch per key (flights
         in this process, locks across the processes sharing storage).
 
         Zips are fetched by downloader; go.mod files are checked by verifier before they are
         kept. on_use, when given, is called with the cache key of every module artifact
-        requested (before it is served); it must be cheap and never block.
+        requested (before it is served); it must be cheap and never block. sumdbs are the
+        checksum databases served under /sumdb/ (none when not given), by name.
         """
         self.config = config
         self.storage = storage
@@ -71,16 +82,21 @@ class Service:
         self.locks = locks
         self.on_use = on_use
         self.clock = clock
+        self.sumdbs = dict(sumdbs or {})
         self._not_found: dict[str, tuple[float, NotFound]] = {}
         self._nf_lock = threading.Lock()
+        self._answered: set[str] = set()  # zips whose download is under way (an upstream answered)
+        self._answered_lock = threading.Lock()
 
     def serve(self, req: Artifact | SumdbRequest) -> Reply:
         """serve returns the reply for a parsed request; raises a ProxyError subclass on failure."""
+        deadline = self._deadline()
         if isinstance(req, SumdbRequest):
-            if req.name not in self.config.sumdbs and req.name != self.verifier.db_name:
+            sources = self.sumdbs.get(req.name)
+            if sources is None:
                 raise NotFound(f"checksum database {req.name} is not proxied here")
             if req.path == "supported":
-                return Reply("text/plain; charset=utf-8", "no-cache", Blob(0, 0.0, body=b""), "local")
+                return self._supported(req, sources, deadline)
             if req.path.startswith("lookup/"):
                 module = req.path[len("lookup/"):].rsplit("@", 1)[0]
                 if self.upstreams.private_route(unescape_path(module)):
@@ -91,51 +107,150 @@ class Service:
             if self.on_use is not None:
                 self.on_use(req.key)
         if req.immutable:
-            return self._serve_immutable(req, upstream_path)
-        return self._serve_mutable(req, upstream_path)
+            return self._serve_immutable(req, upstream_path, deadline)
+        return self._serve_mutable(req, upstream_path, deadline)
 
-    def _serve_immutable(self, req: Artifact | SumdbRequest, upstream_path: str) -> Reply:
+    def health(self) -> tuple[bool, str]:
+        """Return (healthy, one-line text) for /health: degraded while an upstream is down.
+
+        Asking starts the probes of down upstreams that are due.
+        """
+        health = self.upstreams.health
+        if health is None:
+            return True, "ok"
+        health.probe_due()
+        down = health.down()
+        if not down:
+            return True, "ok"
+        now = self.clock()
+        parts = [f"{d.name} (since {now - d.since:.0f}s: {d.reason}; next probe in {max(0.0, d.next_probe - now):.0f}s)"
+                 for d in down]
+        return False, "degraded: upstream down: " + "; ".join(parts)
+
+    def _deadline(self) -> float:
+        timeout = self.config.upstream_timeout
+        return time.monotonic() + (timeout if timeout > 0 else WAIT_TIMEOUT)
+
+    # Immutable artifacts: a hit, or wait (bounded) for the one fetch.
+
+    def _serve_immutable(self, req: Artifact | SumdbRequest, upstream_path: str, deadline: float) -> Reply:
         reply = self._open(req, IMMUTABLE_CACHE_CONTROL, "hit")
         if reply is not None:
             return reply
         self._check_not_found(req.key)
         for _ in range(3):  # cache cleanup may remove it between commit and open: fetch again
-            self.flights.do(req.key, lambda: self._fetch(req, upstream_path), WAIT_TIMEOUT)
+            self._wait(req.key, self._start(req, upstream_path), deadline)
             reply = self._open(req, IMMUTABLE_CACHE_CONTROL, "miss")
             if reply is not None:
                 return reply
         raise UpstreamError(f"{req.key} vanished from the cache right after it was fetched")
 
-    def _serve_mutable(self, req: Artifact | SumdbRequest, upstream_path: str) -> Reply:
+    # Mutable artifacts: fresh hit; stale answered at once while it is refreshed; else wait.
+
+    def _serve_mutable(self, req: Artifact | SumdbRequest, upstream_path: str, deadline: float) -> Reply:
         ttl = self.config.list_ttl
         control = mutable_cache_control(ttl)
         st = self.storage.stat(req.key)
-        if st is not None and self.clock() - st.mtime < ttl:
-            reply = self._open(req, control, "hit")
-            if reply is not None:
-                return reply
+        if st is not None:
+            age = self.clock() - st.mtime
+            if age < ttl:
+                reply = self._open(req, control, "hit")
+                if reply is not None:
+                    return reply
+            elif age <= self.config.max_stale:
+                reply = self._open(req, control, "stale")
+                if reply is not None:
+                    self._refresh(req, upstream_path, age)
+                    return reply
         self._check_not_found(req.key)
         for _ in range(3):  # cache cleanup may remove it between commit and open: fetch again
             try:
-                self.flights.do(req.key, lambda: self._fetch(req, upstream_path), WAIT_TIMEOUT)
+                self._wait(req.key, self._start(req, upstream_path), deadline)
             except (NotFound, StorageError):
                 raise
             except ProxyError as exc:
                 reply = self._open(req, control, "stale")
                 if reply is None:
                     raise
-                log.warning("serving stale %s: every upstream failed: %s", req.key, exc)
+                log.warning("serving stale %s: %s", req.key, exc)
                 return reply
             reply = self._open(req, control, "miss")
             if reply is not None:
                 return reply
         raise UpstreamError(f"{req.key} vanished from the cache right after it was fetched")
 
-    def _open(self, req: Artifact | SumdbRequest, cache_control: str, source: str) -> Reply | None:
-        blob = self.storage.open(req.key, immutable=req.immutable)
-        if blob is None:
-            return None
-        return Reply(req.content_type, cache_control, blob, source)
+    def _refresh(self, req: Artifact | SumdbRequest, upstream_path: str, age: float) -> None:
+        """Start one background refresh of a stale answer, unless one runs or every upstream is down."""
+        module = req.module if isinstance(req, Artifact) else None
+        if self.flights.in_flight(req.key) or not self.upstreams.available(module):
+            return
+        log.debug("refreshing %s in the background (%.0fs old)", req.key, age)
+        metric = self.upstreams.metrics.background_refreshes
+
+        def done(fut: concurrent.futures.Future[bool]) -> None:
+            metric.inc(result="ok" if fut.exception() is None else "failed")
+
+        self._start(req, upstream_path).add_done_callback(done)
+
+    # Fetching in the background, waited on with a deadline.
+
+    def _start(self, req: Artifact | SumdbRequest, upstream_path: str) -> concurrent.futures.Future[bool]:
+        """Start the fetch of req in a thread of its own (joining one under way); return its future.
+
+        The fetch runs to its end whoever waits for it, so a client that gives up never stops
+        the cache from filling.
+        """
+        return self._spawn(req.key, lambda: self._fetch(req, upstream_path))
+
+    def _spawn(self, key: str, fn: Callable[[], bool]) -> concurrent.futures.Future[bool]:
+        fut: concurrent.futures.Future[bool] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                fut.set_result(self.flights.do(key, fn, WAIT_TIMEOUT)[0])
+            except BaseException as exc:  # handed to whoever waits on the future
+                fut.set_exception(exc)
+
+        threading.Thread(target=run, name="goproxy-fetch", daemon=True).start()
+        return fut
+
+    def _wait(self, key: str, fut: concurrent.futures.Future[bool], deadline: float) -> bool:
+        """Return the fetch's result, waiting until deadline; a zip download under way is waited
+        for to its end. Raises what the fetch raised, or FetchTimeout."""
+        try:
+            return fut.result(timeout=max(0.0, deadline - time.monotonic()))
+        except concurrent.futures.TimeoutError:
+            pass
+        with self._answered_lock:
+            answered = key in self._answered
+        if answered:
+            try:
+                return fut.result(timeout=WAIT_TIMEOUT)
+            except concurrent.futures.TimeoutError:
+                raise UpstreamError(f"timed out after {WAIT_TIMEOUT:g}s waiting for the fetch of {key}") from None
+        raise FetchTimeout(f"{key}: no upstream answered within {self.config.upstream_timeout:g}s (-upstream-timeout); "
+                           "the fetch goes on in the background")
+
+    def _answer_started(self, key: str) -> None:
+        with self._answered_lock:
+            self._answered.add(key)
+
+    # The checksum database's "supported".
+
+    def _supported(self, req: SumdbRequest, sources: Sources, deadline: float) -> Reply:
+        """Answer 200 when the upstreams or the database itself can serve req.name, else 404."""
+        ok = sources.known()
+        if ok is None:
+            try:
+                ok = self._wait(req.key, self._spawn(req.key, sources.supported), deadline)
+            except FetchTimeout:
+                ok = False
+        if not ok:
+            raise NotFound(f"checksum database {req.name}: neither the upstreams nor {req.name} itself can be "
+                           "reached from this proxy; ask it directly")
+        return Reply("text/plain; charset=utf-8", "no-cache", Blob(0, 0.0, body=b""), "local")
+
+    # Not-found memory.
 
     def _check_not_found(self, key: str) -> None:
         now = self.clock()
@@ -157,6 +272,14 @@ class Service:
                 self._not_found = {k: v for k, v in self._not_found.items() if v[0] > now}
             self._not_found[key] = (now + self.config.not_found_ttl, exc)
 
+    def _open(self, req: Artifact | SumdbRequest, cache_control: str, source: str) -> Reply | None:
+        blob = self.storage.open(req.key, immutable=req.immutable)
+        if blob is None:
+            return None
+        return Reply(req.content_type, cache_control, blob, source)
+
+    # The fetch itself: once per key, across processes too.
+
     def _fetch(self, req: Artifact | SumdbRequest, upstream_path: str) -> bool:
         """Fill the cache for req from upstream; runs once per key at a time in this process.
 
@@ -168,35 +291,71 @@ class Service:
             st = self.storage.stat(req.key)
             if st is not None and (req.immutable or st.mtime >= asked):
                 return True  # another process fetched it while this one waited for the lock
-            return self._fetch_locked(req, upstream_path)
+            return self._fetch_locked(req, upstream_path, st is not None)
 
-    def _fetch_locked(self, req: Artifact | SumdbRequest, upstream_path: str) -> bool:
-        log.info("[CACHE MISS] %s", req.key)
+    def _fetch_locked(self, req: Artifact | SumdbRequest, upstream_path: str, refresh: bool) -> bool:
+        log.info("[CACHE %s] %s", "REFRESH" if refresh else "MISS", req.key)
         started = time.monotonic()
+        zip_artifact = isinstance(req, Artifact) and req.kind == "zip"
         try:
-            module = req.module if isinstance(req, Artifact) else None
             if isinstance(req, Artifact) and req.kind == "zip":
-                self.downloader.fetch(req, upstream_path)
+                self.downloader.fetch(req, upstream_path, on_answer=lambda: self._answer_started(req.key))
             else:
-                data = self.upstreams.fetch(upstream_path, self._read_verified(req), module)
-                _validate(req, data)
+                data = self._fetch_small(req, upstream_path)
                 self.storage.write(req.key, data, mtime=self.clock())
         except NotFound as exc:
             self._remember_not_found(req.key, exc)
             log.info("not found upstream: %s (%d %s)", req.key, exc.status, exc)
             raise
+        except (UpstreamDown, InvalidAnswer) as exc:  # logged where it was found out
+            log.debug("fetch %s failed: %s", req.key, exc)
+            raise
         except ProxyError as exc:
             log.error("fetch %s failed: %s", req.key, exc)
             raise
-        if not (isinstance(req, Artifact) and req.kind == "zip"):  # fetch_zip logs its own line
+        finally:
+            with self._answered_lock:
+                self._answered.discard(req.key)
+        if not zip_artifact:  # fetch_zip logs its own line
             log.info("fetched %s in %.3fs", req.key, time.monotonic() - started)
         return True
 
-    def _read_verified(self, req: Artifact | SumdbRequest) -> Callable[[Response, Upstream], bytes]:
-        """Return a consumer reading a small answer; a go.mod is checked against the checksum database."""
-        def consume(resp: Response, _up: Upstream) -> bytes:
+    def _fetch_small(self, req: Artifact | SumdbRequest, upstream_path: str) -> bytes:
+        """Return a checked small answer for req: a module file from the upstreams, or a checksum
+        database file from wherever that database is served."""
+        if isinstance(req, SumdbRequest):
+            path = req.path
+
+            def consume_db(resp: Response, up: Upstream) -> bytes:
+                data = _read_small(resp)
+                if looks_like_html("", data[:512]):
+                    raise InvalidAnswer(up.name, resp.url, f"an HTML page (starts with {data[:15]!r})", "html")
+                try:
+                    check_answer(path, data)
+                except ValueError as exc:
+                    raise InvalidAnswer(up.name, resp.url, str(exc)) from None
+                return data
+
+            return self.sumdbs[req.name].fetch(path, consume_db)
+        return self.upstreams.fetch(upstream_path, self._read_checked(req), req.module)
+
+    def _read_checked(self, req: Artifact) -> Callable[[Response, Upstream], bytes]:
+        """Return a consumer reading a small module answer and checking it can be what req asks
+        for; a go.mod is also checked against the checksum database."""
+        def consume(resp: Response, up: Upstream) -> bytes:
             data = _read_small(resp)
-            if isinstance(req, Artifact) and req.kind == "mod":
+            try:
+                if looks_like_html("", data[:512]):
+                    raise InvalidAnswer(up.name, "/" + req.key, f"an HTML page (starts with {data[:15]!r})", "html")
+                if req.kind == "mod":
+                    check_gomod(data, req.module)
+                elif req.kind == "list":
+                    check_list(data)
+                elif req.kind in ("info", "latest"):
+                    check_info(data, req.version if req.kind == "info" and req.immutable else None)
+            except InvalidContent as exc:
+                raise InvalidAnswer(up.name, "/" + req.key, str(exc)) from None
+            if req.kind == "mod":
                 self.verifier.check_mod(req.module, req.version, data)
             return data
 
@@ -209,19 +368,3 @@ def _read_small(resp: Response) -> bytes:
     if length.isdigit() and int(length) != len(data):
         raise TransientError(f"{resp.url}: got {len(data)} of {length} bytes")
     return data
-
-
-def _validate(req: Artifact | SumdbRequest, data: bytes) -> None:
-    """_validate rejects upstream answers that cannot be what was asked for; raises UpstreamError."""
-    if not isinstance(req, Artifact) or req.kind not in ("info", "latest"):
-        return
-    try:
-        info = json.loads(data)
-    except ValueError:
-        raise UpstreamError(f"upstream sent invalid JSON for {req.key}") from None
-    if not isinstance(info, dict) or not isinstance(info.get("Version"), str) or not info["Version"]:
-        raise UpstreamError(f"upstream sent {req.key} without a Version")
-    if req.kind == "info" and req.immutable and info["Version"] != req.version:
-        raise UpstreamError(f"upstream sent {req.key} for version {info['Version']!r}")
-    if "Time" in info and not isinstance(info["Time"], str):
-        raise UpstreamError(f"upstream sent {req.key} with a malformed Time")
