@@ -127,7 +127,8 @@ def build(config: Config, clock: Clock = time.time, sleep: Sleep = time.sleep,
     except OSError as exc:
         raise StartupError(f"cannot create the cache directory {storage.root}: {exc.strerror}") from None
     transport = build_transport(config)
-    health = Health(metrics, clock)
+    health = Health(metrics, clock, no_answer_limit=config.retry_attempts)
+    metrics.on_scrape(health.probe_due)  # a scrape starts due probes, so an idle proxy still notices
     upstreams = build_upstreams(config, transport, metrics, sleep, health=health)
     sources = build_sumdb_sources(config, upstreams, metrics, sleep, clock)
     verifier = build_verifier(config, upstreams, storage, metrics, sleep, sources)

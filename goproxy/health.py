@@ -13,9 +13,11 @@ from .metrics import Metrics
 log = logging.getLogger(__name__)
 
 # Requests in a row that gave up on an upstream after a 5xx on their last try (with no answer
-# below 500 in between) that mark it down. A request that got no answer at all from any of its
-# tries, while nobody else got one either, marks it down by itself.
+# below 500 in between) that mark it down.
 DOWN_AFTER = 3
+# Tries in a row that got no answer at all (with no answer in between) that mark an upstream
+# down, unless the owner says otherwise (as many as one request may make: -retry-attempts).
+NO_ANSWER_LIMIT = 3
 # The wait before the first probe of a down upstream; it doubles after each failed probe up to MAX_PROBE.
 FIRST_PROBE = 5.0
 MAX_PROBE = 300.0
@@ -35,8 +37,8 @@ class _State:
     """What is known of one upstream."""
 
     probe: Probe
-    answers: int = 0  # answers (status below 500) so far
-    failures: int = 0  # requests in a row that gave up on it
+    silent: int = 0  # tries in a row that got no answer
+    failures: int = 0  # requests in a row that gave up on it after a 5xx
     down: bool = False
     since: float = 0.0  # when it went down
     reason: str = ""  # the failure that marked it down
@@ -58,20 +60,23 @@ class Down:
 class Health:
     """Track whether each upstream is up; skip a down one and probe it until it answers again.
 
-    An upstream goes down when a request tried it every time it may and got no answer at all
-    (connect or header timeouts, refused or reset connections) while no other request got
-    one either, or after down_after requests in a row gave up on it after a 5xx. It comes back
-    on its first answer (a request's or a probe's). While it is down, at most one probe at a
-    time runs, the first first_probe seconds after it went down, then backing off (doubling)
-    to max_probe. Probes start when something asks about the upstream (available, probe_due),
-    in the background through spawn. Each change of state is logged once and exported as the
-    gauge goproxy_upstream_up. clock is the time source (seconds).
+    An upstream goes down after no_answer_limit tries in a row got no answer at all (connect
+    or header timeouts, refused or reset connections), whichever requests made them, or after
+    down_after requests in a row gave up on it after a 5xx; any answer below 500 in between
+    starts both counts again. It comes back on its first answer (a request's or a probe's).
+    While it is down, at most one probe at a time runs, the first first_probe seconds after it
+    went down, then backing off (doubling) to max_probe. Probes start when something asks
+    about the upstream (available, probe_due), in the background through spawn. Each change
+    of state is logged once and exported as the gauge goproxy_upstream_up. clock is the time
+    source (seconds).
     """
 
-    def __init__(self, metrics: Metrics, clock: Callable[[], float] = time.monotonic, down_after: int = DOWN_AFTER,
+    def __init__(self, metrics: Metrics, clock: Callable[[], float] = time.monotonic,
+                 no_answer_limit: int = NO_ANSWER_LIMIT, down_after: int = DOWN_AFTER,
                  first_probe: float = FIRST_PROBE, max_probe: float = MAX_PROBE, spawn: Spawn = _thread) -> None:
         self.metrics = metrics
         self.clock = clock
+        self.no_answer_limit = max(1, no_answer_limit)
         self.down_after = max(1, down_after)
         self.first_probe, self.max_probe = first_probe, max(first_probe, max_probe)
         self._spawn = spawn
@@ -98,20 +103,13 @@ class Health:
         self._probe_if_due(name)
         return False
 
-    def answers(self, name: str) -> int:
-        """Return how many answers upstream name has given so far: a token for unreachable()."""
-        with self._lock:
-            st = self._states.get(name)
-            return st.answers if st is not None else 0
-
     def answered(self, name: str) -> None:
         """Record that upstream name answered (any status below 500); a down upstream is up again."""
         with self._lock:
             st = self._states.get(name)
             if st is None:
                 return
-            st.answers += 1
-            st.failures = 0
+            st.silent = st.failures = 0
             if not st.down:
                 return
             st.down = False
@@ -119,21 +117,18 @@ class Health:
         log.warning("upstream %s is up again (down for %.0fs)", name, downtime)
         self.metrics.upstream_up.set(1, upstream=name)
 
-    def unreachable(self, name: str, since: int, reason: str) -> None:
-        """Record that a request got no answer from upstream name in any of its tries.
-
-        since is answers(name) from before its first try: when nobody got an answer since,
-        the upstream is down; otherwise this counts as one failed request.
-        """
+    def no_answer(self, name: str, reason: str) -> None:
+        """Record a try that got no answer from upstream name; the no_answer_limit-th in a row
+        marks it down."""
         with self._lock:
             st = self._states.get(name)
             if st is None:
                 return
-            alone = st.answers == since
-        if alone:
-            self._mark_down(name, reason)
-        else:
-            self.failed(name, reason)
+            st.silent += 1
+            why = f"{st.silent} tries in a row without an answer; last: {reason}"
+            changed = st.silent >= self.no_answer_limit and self._go_down(st, why)
+        if changed:
+            self._log_down(name, why)
 
     def failed(self, name: str, reason: str) -> None:
         """Record a request that gave up on upstream name (a 5xx on its last try); the
@@ -143,19 +138,22 @@ class Health:
             if st is None:
                 return
             st.failures += 1
-            due = st.failures >= self.down_after
-        if due:
-            self._mark_down(name, reason)
+            why = f"{st.failures} requests in a row failed; last: {reason}"
+            changed = st.failures >= self.down_after and self._go_down(st, why)
+        if changed:
+            self._log_down(name, why)
 
-    def _mark_down(self, name: str, reason: str) -> None:
-        with self._lock:
-            st = self._states[name]
-            if st.down:
-                return
-            now = self.clock()
-            st.down, st.since, st.reason = True, now, reason
-            st.next_probe = now + self.first_probe
-            st.backoff = min(self.first_probe * 2, self.max_probe)
+    def _go_down(self, st: _State, reason: str) -> bool:
+        """Mark st down (the lock is held); return False when it already was."""
+        if st.down:
+            return False
+        now = self.clock()
+        st.down, st.since, st.reason = True, now, reason
+        st.next_probe = now + self.first_probe
+        st.backoff = min(self.first_probe * 2, self.max_probe)
+        return True
+
+    def _log_down(self, name: str, reason: str) -> None:
         log.warning("upstream %s is down (%s); skipping it, probing it after %gs, backing off to %gs",
                     name, reason, self.first_probe, self.max_probe)
         self.metrics.upstream_up.set(0, upstream=name)

@@ -162,7 +162,7 @@ class Service:
                 if reply is not None:
                     self._refresh(req, upstream_path, age)
                     return reply
-        self._check_not_found(req.key)
+        self._check_not_found(req.key, lambda age: self._refresh(req, upstream_path, age))
         for _ in range(3):  # cache cleanup may remove it between commit and open: fetch again
             try:
                 self._wait(req.key, self._start(req, upstream_path), deadline)
@@ -252,16 +252,26 @@ class Service:
 
     # Not-found memory.
 
-    def _check_not_found(self, key: str) -> None:
+    def _check_not_found(self, key: str, refresh: Callable[[float], None] | None = None) -> None:
+        """Raise NotFound while an upstream not-found of key is remembered.
+
+        With refresh (for lists, @latest and queries), a not-found past -not-found-ttl but at
+        most -max-stale old is still answered, at once, while refresh(age) looks again.
+        """
         now = self.clock()
         with self._nf_lock:
             entry = self._not_found.get(key)
             if entry is None:
                 return
-            if entry[0] > now:
-                # A fresh exception each time: re-raising one object would grow its traceback.
-                raise NotFound(str(entry[1]), status=entry[1].status)
-            del self._not_found[key]
+            expires, exc = entry
+            age = now - (expires - self.config.not_found_ttl)
+            if expires <= now and (refresh is None or age > self.config.max_stale):
+                del self._not_found[key]
+                return
+        if expires <= now and refresh is not None:
+            refresh(age)
+        # A fresh exception each time: re-raising one object would grow its traceback.
+        raise NotFound(str(exc), status=exc.status)
 
     def _remember_not_found(self, key: str, exc: NotFound) -> None:
         if self.config.not_found_ttl <= 0:
@@ -269,8 +279,13 @@ class Service:
         now = self.clock()
         with self._nf_lock:
             if len(self._not_found) > 10000:
-                self._not_found = {k: v for k, v in self._not_found.items() if v[0] > now}
+                keep = now - self.config.max_stale
+                self._not_found = {k: v for k, v in self._not_found.items() if v[0] > keep}
             self._not_found[key] = (now + self.config.not_found_ttl, exc)
+
+    def _forget_not_found(self, key: str) -> None:
+        with self._nf_lock:
+            self._not_found.pop(key, None)
 
     def _open(self, req: Artifact | SumdbRequest, cache_control: str, source: str) -> Reply | None:
         blob = self.storage.open(req.key, immutable=req.immutable)
@@ -303,6 +318,7 @@ class Service:
             else:
                 data = self._fetch_small(req, upstream_path)
                 self.storage.write(req.key, data, mtime=self.clock())
+                self._forget_not_found(req.key)
         except NotFound as exc:
             self._remember_not_found(req.key, exc)
             log.info("not found upstream: %s (%d %s)", req.key, exc.status, exc)
@@ -322,44 +338,42 @@ class Service:
 
     def _fetch_small(self, req: Artifact | SumdbRequest, upstream_path: str) -> bytes:
         """Return a checked small answer for req: a module file from the upstreams, or a checksum
-        database file from wherever that database is served."""
-        if isinstance(req, SumdbRequest):
-            path = req.path
-
-            def consume_db(resp: Response, up: Upstream) -> bytes:
-                data = _read_small(resp)
-                if looks_like_html("", data[:512]):
-                    raise InvalidAnswer(up.name, resp.url, f"an HTML page (starts with {data[:15]!r})", "html")
-                try:
-                    check_answer(path, data)
-                except ValueError as exc:
-                    raise InvalidAnswer(up.name, resp.url, str(exc)) from None
-                return data
-
-            return self.sumdbs[req.name].fetch(path, consume_db)
-        return self.upstreams.fetch(upstream_path, self._read_checked(req), req.module)
-
-    def _read_checked(self, req: Artifact) -> Callable[[Response, Upstream], bytes]:
-        """Return a consumer reading a small module answer and checking it can be what req asks
-        for; a go.mod is also checked against the checksum database."""
+        database file from wherever that database is served; a go.mod is also checked against
+        the checksum database."""
         def consume(resp: Response, up: Upstream) -> bytes:
             data = _read_small(resp)
             try:
-                if looks_like_html("", data[:512]):
-                    raise InvalidAnswer(up.name, "/" + req.key, f"an HTML page (starts with {data[:15]!r})", "html")
-                if req.kind == "mod":
-                    check_gomod(data, req.module)
-                elif req.kind == "list":
-                    check_list(data)
-                elif req.kind in ("info", "latest"):
-                    check_info(data, req.version if req.kind == "info" and req.immutable else None)
-            except InvalidContent as exc:
-                raise InvalidAnswer(up.name, "/" + req.key, str(exc)) from None
-            if req.kind == "mod":
+                check_content(req, data)
+            except ValueError as exc:
+                reason = "html" if looks_like_html("", data[:512]) else "invalid"
+                raise InvalidAnswer(up.name, resp.url, str(exc), reason) from None
+            if isinstance(req, Artifact) and req.kind == "mod":
                 self.verifier.check_mod(req.module, req.version, data)
             return data
 
-        return consume
+        if isinstance(req, SumdbRequest):
+            return self.sumdbs[req.name].fetch(req.path, consume)
+        return self.upstreams.fetch(upstream_path, consume, req.module)
+
+
+def check_content(req: Artifact | SumdbRequest, data: bytes) -> None:
+    """Check that data can be the content of req, any artifact but a zip (validate.check_zip).
+
+    An HTML page is never content; a go.mod must parse and name req's module, a list hold
+    versions, .info and @latest be version JSON (the requested version for a canonical .info),
+    a checksum database file have its format (sumdb.client.check_answer). Raises ValueError
+    (validate.InvalidContent, tlog.TlogError) naming the problem.
+    """
+    if looks_like_html("", data[:512]):
+        raise InvalidContent(f"an HTML page (starts with {data[:15]!r})")
+    if isinstance(req, SumdbRequest):
+        check_answer(req.path, data)
+    elif req.kind == "mod":
+        check_gomod(data, req.module)
+    elif req.kind == "list":
+        check_list(data)
+    elif req.kind in ("info", "latest"):
+        check_info(data, req.version if req.kind == "info" and req.immutable else None)
 
 
 def _read_small(resp: Response) -> bytes:

@@ -221,31 +221,29 @@ class Upstreams:
 
         consume sees 200 and 206 answers (never an HTML page), and 416 to a request with a
         Range header (up lets it send more requests to the same place). With health, any answer
-        below 500 counts as reachable; giving up after no answer to any try, or after a 5xx on
-        the last, counts as unreachable (Health.unreachable, Health.failed). Retries stop
+        below 500 counts as reachable; a try with no answer (Health.no_answer), and giving up
+        after a 5xx on the last try (Health.failed), as unreachable. Retries stop
         early when the upstream is marked down meanwhile. Refused answers (InvalidAnswer) are
         logged here, once.
         """
         url = up.url + path
         m = self.metrics
         health = self.health
-        since = health.answers(up.name) if health is not None else 0
-        answered = False  # some try of this request got an answer
         for attempt in range(1, self.attempts + 1):
             m.upstream_requests.inc(upstream=up.name)
-            unreachable = False  # this try got no answer, or a 5xx
+            server_error = False  # this try got a 5xx
             try:
                 sent = headers() if headers else {}
                 try:
                     resp = self.transport.get(url, headers=sent, auth=up.auth)
-                except TransientError:  # no answer: refused, reset, timed out
-                    unreachable = True
+                except TransientError as exc:  # no answer: refused, reset, timed out
+                    if health is not None:
+                        health.no_answer(up.name, str(exc))
                     raise
-                answered = True
                 with resp:
                     try:
-                        unreachable = resp.status >= 500
-                        if health is not None and not unreachable:
+                        server_error = resp.status >= 500
+                        if health is not None and not server_error:
                             health.answered(up.name)
                         if resp.status in (200, 206) or (resp.status == 416 and "Range" in sent):
                             ctype = resp.header("Content-Type")
@@ -263,11 +261,8 @@ class Upstreams:
                 if not isinstance(exc, NotFound):
                     m.upstream_errors.inc(upstream=up.name, kind=_kind(exc))
                 last_try = attempt == self.attempts
-                if health is not None and last_try and unreachable:
-                    if answered:
-                        health.failed(up.name, str(exc))
-                    else:
-                        health.unreachable(up.name, since, str(exc))
+                if health is not None and last_try and server_error:
+                    health.failed(up.name, str(exc))
                 if not isinstance(exc, TransientError) or last_try:
                     raise
                 if health is not None and health.is_down(up.name):
