@@ -248,3 +248,19 @@ def test_cache_verify_takes_fix_only(tmp_path: Path) -> None:
                           str(tmp_path / "cache")], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2
     assert "only cache verify takes it" in bad.stderr
+
+
+@pytest.mark.parametrize("ranges", [False, True], ids=["one-stream", "parallel"])
+def test_a_body_that_is_no_zip_is_abandoned_at_its_first_bytes(
+        make_proxy: Callable[..., ProxyServer], upstream: Upstream, ranges: bool) -> None:
+    path = artifact_path("zip")
+    upstream.range_support = ranges
+    upstream.set(path, 200, BLOCK + bytes(4 << 20), **{"Content-Type": "application/octet-stream"})
+    proxy = make_proxy([upstream.url])
+    status, _, body = get(proxy, path)
+    assert status == 502
+    assert b"an HTML page" in body
+    fetched = proxy.metrics.bytes_fetched.get()
+    assert fetched < 1 << 20, fetched  # not the 4 MB that followed
+    assert upstream.count(path) == 1  # no further chunk was asked for
+    assert cache_files(proxy) == []

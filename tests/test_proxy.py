@@ -77,8 +77,8 @@ def test_list_and_latest_refresh_after_ttl(make_proxy, upstream: Upstream, mod, 
         assert upstream.count(path) == 1
         clock.advance(2)
         assert get(proxy, path)[0] == 200  # the stale copy, at once; refreshed in the background
-        wait_for(lambda p=path: upstream.count(p) == 2)  # type: ignore[misc]
-        wait_for(lambda p=path: not proxy.service.flights.in_flight(p.lstrip("/")))  # type: ignore[misc]
+        wait_for(lambda p=path: upstream.count(p) == 2)
+        wait_for(lambda p=path: not proxy.service.flights.in_flight(p.lstrip("/")))
         clock.advance(-301)
 
 
