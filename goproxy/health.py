@@ -61,9 +61,10 @@ class Health:
     """Track whether each upstream is up; skip a down one and probe it until it answers again.
 
     An upstream goes down after no_answer_limit tries in a row got no answer at all (connect
-    or header timeouts, refused or reset connections), whichever requests made them, or after
-    down_after requests in a row gave up on it after a 5xx; any answer below 500 in between
-    starts both counts again. It comes back on its first answer (a request's or a probe's).
+    or header timeouts, refused or reset connections), whichever requests made them (after
+    the first such try when another upstream could be asked instead), or after down_after
+    requests in a row gave up on it after a 5xx; any answer below 500 in between starts both
+    counts again. It comes back on its first answer (a request's or a probe's).
     While it is down, at most one probe at a time runs, the first first_probe seconds after it
     went down, then backing off (doubling) to max_probe. Probes start when something asks
     about the upstream (available, probe_due), in the background through spawn. Each change
@@ -117,16 +118,19 @@ class Health:
         log.warning("upstream %s is up again (down for %.0fs)", name, downtime)
         self.metrics.upstream_up.set(1, upstream=name)
 
-    def no_answer(self, name: str, reason: str) -> None:
+    def no_answer(self, name: str, reason: str, elsewhere: bool = False) -> None:
         """Record a try that got no answer from upstream name; the no_answer_limit-th in a row
-        marks it down."""
+        marks it down, and so does the first when another upstream could be asked instead
+        (elsewhere): then a wrong guess costs little (the others serve, a probe brings it back)
+        while a right one saves every later request a whole timeout."""
         with self._lock:
             st = self._states.get(name)
             if st is None:
                 return
             st.silent += 1
-            why = f"{st.silent} tries in a row without an answer; last: {reason}"
-            changed = st.silent >= self.no_answer_limit and self._go_down(st, why)
+            why = (f"no answer while another upstream could serve: {reason}" if elsewhere else
+                   f"{st.silent} tries in a row without an answer; last: {reason}")
+            changed = (elsewhere or st.silent >= self.no_answer_limit) and self._go_down(st, why)
         if changed:
             self._log_down(name, why)
 

@@ -115,7 +115,9 @@ class Upstreams:
 
     Each upstream is tried up to attempts times on transient failures (5xx, 429, network errors,
     short bodies), sleeping backoff·2^n with full jitter between tries (Retry-After honoured up to
-    MAX_RETRY_AFTER); a not-found or a spent upstream moves on to the next one.
+    MAX_RETRY_AFTER); a not-found or a spent upstream moves on to the next one. A try that got
+    no answer at all (refused, reset, timed out) is tried again only when no other upstream is
+    left to ask.
     """
 
     def __init__(self, upstreams: list[Upstream], transport: Transport, attempts: int = 3,
@@ -174,8 +176,11 @@ class Upstreams:
                 skipped.append(up.name)
                 all_not_found = False
                 continue
+            # A try that gets no answer already cost a whole timeout: while another upstream is
+            # left, it is asked at once instead of the silent one again.
+            alone = not any([self._usable(u) for u in chain[i + 1:]])
             try:
-                return self.fetch_from(up, path, consume, headers)
+                return self.fetch_from(up, path, consume, headers, retry_silence=alone)
             except ProxyError as exc:
                 last = exc
                 if not isinstance(exc, NotFound):
@@ -193,6 +198,9 @@ class Upstreams:
         if isinstance(last, InvalidAnswer) and not down:
             raise last
         raise UpstreamError(f"{last}{down}")
+
+    def _usable(self, up: Upstream) -> bool:
+        return self.health is None or not self.health.is_down(up.name)
 
     def chain(self, module: str | None = None) -> list[Upstream]:
         """Return the upstreams a request for module goes to, in order: its private route alone, or all."""
@@ -216,29 +224,31 @@ class Upstreams:
             return resp.status < 500
 
     def fetch_from(self, up: Upstream, path: str, consume: Consume[T],
-                   headers: Callable[[], dict[str, str]] | None = None) -> T:
+                   headers: Callable[[], dict[str, str]] | None = None, retry_silence: bool = True) -> T:
         """Return consume(resp, up) for GET path from one upstream, with retries.
 
         consume sees 200 and 206 answers (never an HTML page), and 416 to a request with a
         Range header (up lets it send more requests to the same place). With health, any answer
-        below 500 counts as reachable; a try with no answer (Health.no_answer), and giving up
-        after a 5xx on the last try (Health.failed), as unreachable. Retries stop
-        early when the upstream is marked down meanwhile. Refused answers (InvalidAnswer) are
-        logged here, once.
+        below 500 counts as reachable; a try with no answer (Health.no_answer, elsewhere when
+        retry_silence is False), and giving up after a 5xx on the last try (Health.failed), as
+        unreachable. Retries stop
+        early when the upstream is marked down meanwhile, and after a try with no answer when
+        retry_silence is False. Refused answers (InvalidAnswer) are logged here, once.
         """
         url = up.url + path
         m = self.metrics
         health = self.health
         for attempt in range(1, self.attempts + 1):
             m.upstream_requests.inc(upstream=up.name)
-            server_error = False  # this try got a 5xx
+            server_error = silent = False  # this try got a 5xx; no answer at all
             try:
                 sent = headers() if headers else {}
                 try:
                     resp = self.transport.get(url, headers=sent, auth=up.auth)
                 except TransientError as exc:  # no answer: refused, reset, timed out
+                    silent = True
                     if health is not None:
-                        health.no_answer(up.name, str(exc))
+                        health.no_answer(up.name, str(exc), elsewhere=not retry_silence)
                     raise
                 with resp:
                     try:
@@ -263,7 +273,7 @@ class Upstreams:
                 last_try = attempt == self.attempts
                 if health is not None and last_try and server_error:
                     health.failed(up.name, str(exc))
-                if not isinstance(exc, TransientError) or last_try:
+                if not isinstance(exc, TransientError) or last_try or (silent and not retry_silence):
                     raise
                 if health is not None and health.is_down(up.name):
                     raise  # marked down meanwhile by another request: move on at once

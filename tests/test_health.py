@@ -174,3 +174,11 @@ def test_a_request_that_answers_brings_a_down_upstream_back(clock: FakeClock, pr
     h.answered(UP)
     assert h.available(UP)
     assert probes.calls == 0
+
+
+def test_one_try_without_an_answer_marks_it_down_when_another_upstream_could_serve(
+        clock: FakeClock, probes: Probes) -> None:
+    h = make(clock, probes)
+    h.no_answer(UP, "timed out", elsewhere=True)
+    assert not h.available(UP)
+    assert "another upstream could serve" in h.down()[0].reason

@@ -227,3 +227,16 @@ def test_a_remembered_not_found_for_a_list_is_answered_at_once_while_the_upstrea
     clock.advance(120)
     assert get(proxy, path)[0] == 404  # the stale not-found once more, while it is looked up
     wait_for(lambda: get(proxy, path)[:3:2] == (200, b"v1.0.0\n"))
+
+
+@pytest.mark.parametrize("file_data,env,flags,want", [
+    ({}, {}, {}, 86400.0),
+    ({"max_stale": "2h"}, {}, {}, 7200.0),
+    ({"max_stale": "2h"}, {"MAX_STALE": "30m"}, {}, 1800.0),
+    ({}, {"MAX_STALE": "30m"}, {"max-stale": "0s"}, 0.0),
+], ids=["default", "file", "env-over-file", "flag-over-env"])
+def test_max_stale_is_read_from_every_layer(file_data: dict[str, str], env: dict[str, str],
+                                            flags: dict[str, str], want: float) -> None:
+    from goproxy.config import build
+
+    assert build(file_data, env, flags).max_stale == want
