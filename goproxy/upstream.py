@@ -178,7 +178,7 @@ class Upstreams:
                 continue
             # A try that gets no answer already cost a whole timeout: while another upstream is
             # left, it is asked at once instead of the silent one again.
-            alone = not any([self._usable(u) for u in chain[i + 1:]])
+            alone = not any(self._usable(u) for u in chain[i + 1:])
             try:
                 return self.fetch_from(up, path, consume, headers, retry_silence=alone)
             except ProxyError as exc:

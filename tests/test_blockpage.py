@@ -264,3 +264,29 @@ def test_a_body_that_is_no_zip_is_abandoned_at_its_first_bytes(
     assert fetched < 1 << 20, fetched  # not the 4 MB that followed
     assert upstream.count(path) == 1  # no further chunk was asked for
     assert cache_files(proxy) == []
+
+
+def test_cache_verify_checks_checksum_database_files_and_leaves_other_files_alone(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from goproxy.cli.cache import verify
+    from goproxy.storage.disk import DiskStorage
+
+    root = tmp_path / "cache"
+    files = {
+        "example.com/m/@v/list": b"v1.0.0\n",
+        "example.com/m/@v/v1.0.0.zip.part": b"partial bytes",  # a download under way
+        "sumdb/sum.golang.org/.verified-tree": b"not an artifact",
+        "sumdb/sum.golang.org/tile/8/0/000": b"\x00" * 32 * 256,
+        "sumdb/sum.golang.org/tile/8/0/001": BLOCK,
+        "sumdb/sum.golang.org/lookup/example.com/m@v1.0.0": b"not a record",
+    }
+    for key, data in files.items():
+        (root / key).parent.mkdir(parents=True, exist_ok=True)
+        (root / key).write_bytes(data)
+    assert verify(DiskStorage(str(root)), fix=True) == 1
+    out = capsys.readouterr().out
+    assert "BAD sumdb/sum.golang.org/tile/8/0/001: an HTML page" in out
+    assert "BAD sumdb/sum.golang.org/lookup/example.com/m@v1.0.0: malformed record data" in out
+    assert "4 checked, 2 failed, 2 removed" in out
+    left = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    assert left == sorted(k for k in files if k.endswith(("list", ".part", ".verified-tree", "/000")))
