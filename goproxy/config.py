@@ -97,6 +97,7 @@ class Config:
     download_connections: int = 4  # parallel Range requests per big zip; 1: one stream
     max_concurrent_downloads: int = 4  # zip downloads at once; 0: unlimited
     progress: str = "auto"  # auto, tty, lines or off
+    max_stale: float = 86400.0  # a stale list/@latest/query this old or younger is answered at once
     storage: str = ""  # "": the disk cache in cache_dir; "s3://BUCKET[/PREFIX]": a shared bucket
     s3_endpoint: str = ""  # "": AWS
     s3_region: str = ""  # "": the standard AWS lookup
@@ -257,7 +258,8 @@ OPTIONS: list[Option] = [
     Option("upstreams", "upstream", "UPSTREAM_PROXY", "upstreams", parse_url_list,
            "comma-separated upstream proxies, tried in order (off: none, serve the cache only)"),
     Option("upstream_timeout", "upstream-timeout", "UPSTREAM_TIMEOUT", "upstream_timeout", parse_duration,
-           "how long to wait for an upstream's response headers, and for each read of its body"),
+           "how long a client waits for upstreams (every retry included), and for an upstream's response "
+           "headers and each read of its body"),
     Option("retry_attempts", "retry-attempts", "RETRY_ATTEMPTS", "retry_attempts", _parse_positive_int,
            "tries per upstream on 5xx, 429, resets, timeouts and short bodies"),
     Option("retry_backoff", "retry-backoff", "RETRY_BACKOFF", "retry_backoff", parse_duration,
@@ -316,6 +318,9 @@ OPTIONS: list[Option] = [
     Option("lock_url", "lock", "LOCK_URL", "lock_url", parse_lock_url,
            "redis://[:password@]host:port/db shared by replicas: one upstream fetch per artifact, shared "
            "last-used times, one cleanup at a time"),
+    Option("max_stale", "max-stale", "MAX_STALE", "max_stale", parse_duration,
+           "answer a list, @latest or query .info at most this old from the cache at once while it is refreshed "
+           "in the background (0s: wait for the refresh)"),
 ]
 
 _KINDS: dict[Callable[[str], Any], str] = {

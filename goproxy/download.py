@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 
 from .errors import ProxyError, TransientError, UpstreamError
 from .metrics import Metrics
-from .modpath import Artifact
+from .modpath import Artifact, is_canonical
 from .net.http import Response
 from .progress import Progress
 from .storage.base import Fence, Storage, storage_error
 from .sumdb.verify import Verifier
-from .upstream import Upstream, Upstreams
+from .upstream import InvalidAnswer, Upstream, Upstreams
+from .validate import InvalidContent, check_zip, check_zip_start, looks_like_html
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,13 @@ class _Slots:
 
 class Downloader:
     """Fetch module zips into storage: parallel Range chunks for big zips, one resumable stream
-    otherwise; the verifier checks the complete file before it is committed."""
+    otherwise.
+
+    Nothing that cannot be the module zip asked for is committed: the first bytes must start a
+    zip (an HTML page is refused at once, not after the whole body), and the complete file must
+    be a valid module zip for that module and version (validate.check_zip) and pass the
+    verifier, before it is committed. A refused answer is an InvalidAnswer from its upstream.
+    """
 
     def __init__(self, storage: Storage, upstreams: Upstreams, verifier: Verifier, progress: Progress,
                  metrics: Metrics, clock: Callable[[], float] = time.time, connections: int = 4,
@@ -151,16 +158,18 @@ class Downloader:
         self.metrics = metrics
         self._slots = _Slots(max_concurrent, self.metrics)
 
-    def fetch(self, req: Artifact, upstream_path: str, fence: Fence | None = None) -> None:
-        """fetch downloads req's zip and commits it; raises ProxyError. Partial work stays on disk.
+    def fetch(self, req: Artifact, upstream_path: str, fence: Fence | None = None,
+              on_answer: Callable[[], None] | None = None) -> None:
+        """Download req's zip and commit it; raise ProxyError. Partial work stays on disk.
 
         fence, when given, is asked right before the commit (LeaseLost when the caller's lock
-        on the key was lost meanwhile).
+        on the key was lost meanwhile); on_answer, when given, is called when an upstream starts
+        sending the zip.
         """
         name = f"{req.module}@{req.version}"
         self._slots.acquire(name)
         try:
-            _Job(self, req, upstream_path, name, fence).run()
+            _Job(self, req, upstream_path, name, fence, on_answer or (lambda: None)).run()
         finally:
             self._slots.release()
 
@@ -205,8 +214,11 @@ class _Job:
     """_Job is one zip download with its files: <final>.part (stream), <final>.tmp + .state
     (parallel), and <final>.lock held while it runs."""
 
-    def __init__(self, d: Downloader, req: Artifact, path: str, name: str, fence: Fence | None = None) -> None:
+    def __init__(self, d: Downloader, req: Artifact, path: str, name: str, fence: Fence | None,
+                 on_answer: Callable[[], None]) -> None:
         self.d, self.req, self.path, self.name, self.fence = d, req, path, name, fence
+        self.on_answer = on_answer
+        self.source = ""  # the upstream the bytes come from, for errors
         self.final = d.storage.staging(req.key)
         self.size = 0  # of the committed zip
         self.part, self.tmp, self.state_path = self.final + ".part", self.final + ".tmp", self.final + ".state"
@@ -315,6 +327,8 @@ class _Job:
         return {}
 
     def _first(self, resp: Response, up: Upstream) -> None:
+        self.on_answer()
+        self.source = up.name
         have = self._part_size()
         if resp.status == 416:  # nothing after byte have: the .part is complete, or not this zip
             m = _UNSATISFIED.fullmatch(resp.header("Content-Range").strip())
@@ -374,6 +388,10 @@ class _Job:
             offset = 0
         self.bar.total = total or self.bar.total
         self.bar.set(offset)
+        head = b""  # the first bytes, until there are enough to tell a zip
+        if 0 < offset < 4:
+            with open(self.part, "rb") as f:
+                head = f.read(offset)
         with open(self.part, "r+b" if offset else "wb") as f:
             f.seek(offset)
             f.truncate()
@@ -382,6 +400,13 @@ class _Job:
                 data = resp.read(_READ)
                 if not data:
                     break
+                if written < 4:
+                    head += data
+                    try:
+                        self._check_start(resp, head)
+                    except InvalidAnswer:
+                        self._discard(self.part)
+                        raise
                 written += len(data)
                 if written > MAX_ZIP_SIZE:
                     raise UpstreamError(f"{resp.url}: zip larger than {MAX_ZIP_SIZE} bytes")
@@ -391,6 +416,15 @@ class _Job:
             self._commit(self.part, written)
             return True
         return False
+
+    def _check_start(self, resp: Response, head: bytes) -> None:
+        """Refuse a body whose first bytes (head) cannot start a zip, as soon as they arrive."""
+        try:
+            if looks_like_html(resp.header("Content-Type"), head[:512]):
+                raise InvalidAnswer(self.source, self.path, f"an HTML page (starts with {head[:15]!r})", "html")
+            check_zip_start(head)
+        except InvalidContent as exc:
+            raise InvalidAnswer(self.source, self.path, str(exc)) from None
 
     # Parallel chunks into .tmp.
 
@@ -436,6 +470,8 @@ class _Job:
         return headers
 
     def _chunk_first(self, resp: Response, up: Upstream, i: int, state: _State) -> Upstream:
+        self.on_answer()
+        self.source = up.name
         self._write_chunk(resp, i, state)
         return up
 
@@ -451,11 +487,19 @@ class _Job:
             raise _Changed(f"{resp.url}: chunk {i} answered {resp.status} {resp.header('Content-Range')!r}")
         digest = hashlib.sha256()
         fd, pos = os.open(self.tmp, os.O_WRONLY), start
+        head = b""  # chunk 0's first bytes, until there are enough to tell a zip
         try:
             while pos <= cr[1]:
                 data = resp.read(min(_READ, cr[1] + 1 - pos))
                 if not data:
                     raise TransientError(f"{resp.url}: chunk {i} cut short at byte {pos}")
+                if pos < 4:
+                    head += data
+                    try:
+                        self._check_start(resp, head)
+                    except InvalidAnswer:
+                        self._discard(self.tmp, self.state_path)
+                        raise
                 os.pwrite(fd, data, pos)
                 digest.update(data)
                 pos += len(data)
@@ -480,6 +524,11 @@ class _Job:
         try:
             if actual != size:
                 raise TransientError(f"{self.name}: downloaded {actual} bytes, expected {size}")
+            if is_canonical(self.req.version):
+                try:
+                    check_zip(path, self.req.module, self.req.version)
+                except InvalidContent as exc:
+                    raise InvalidAnswer(self.source or "(a resumed download)", self.path, str(exc)) from None
             self.d.verifier.check_zip(self.req.module, self.req.version, path)
         except ProxyError:
             self._discard(path, self.state_path if path == self.tmp else path)

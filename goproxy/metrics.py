@@ -83,6 +83,17 @@ class Metrics:
         self.cache_entries = self.gauge("goproxy_cache_entries", "Files in the cache.")
         self.verifications = self.counter("goproxy_checksum_verifications_total",
                                           "Checksum database verifications by result.", ("result",))
+        self.upstream_up = self.gauge("goproxy_upstream_up",
+                                      "Whether each upstream is up (1) or marked down and skipped (0).",
+                                      ("upstream",))
+        self.upstream_skipped = self.counter("goproxy_upstream_skipped_total",
+                                             "Requests not sent to an upstream because it was down.", ("upstream",))
+        self.upstream_refused = self.counter("goproxy_upstream_refused_total",
+                                             "Upstream answers refused as not what was asked for, by reason.",
+                                             ("upstream", "reason"))
+        self.background_refreshes = self.counter("goproxy_background_refreshes_total",
+                                                 "Stale list, @latest and query answers refreshed in the background, "
+                                                 "by result.", ("result",))
 
     def counter(self, name: str, help: str, labels: tuple[str, ...] = ()) -> Metric:
         """counter makes a counter family (registered for rendering)."""

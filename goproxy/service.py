@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import concurrent.futures
 import logging
 import threading
 import time
@@ -17,9 +17,10 @@ from .modpath import Artifact, SumdbRequest, unescape_path
 from .net.http import Response
 from .singleflight import SingleFlight
 from .storage.base import Blob, Fence, LeaseLost, Storage
-from .sumdb.client import verified_tree_key
+from .sumdb.client import Sources, check_answer
 from .sumdb.verify import Verifier
-from .upstream import Upstream, Upstreams
+from .upstream import InvalidAnswer, Upstream, UpstreamDown, Upstreams
+from .validate import InvalidContent, check_gomod, check_info, check_list, looks_like_html
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,13 @@ IMMUTABLE_CACHE_CONTROL = "public, max-age=31536000, immutable"
 def mutable_cache_control(ttl: float) -> str:
     """mutable_cache_control is the Cache-Control of list, @latest and query answers."""
     return f"public, max-age={int(ttl)}"
+
+
+class FetchTimeout(UpstreamError):
+    """No upstream answered within -upstream-timeout for a waiting client; status 502.
+
+    The fetch goes on in the background, so the cache still fills for the next request.
+    """
 
 
 @dataclass
@@ -55,13 +63,16 @@ class Service:
 
     def __init__(self, config: Config, storage: Storage, upstreams: Upstreams, flights: SingleFlight[bool],
                  verifier: Verifier, downloader: Downloader, locks: KeyLocks,
-                 on_use: Callable[[str], None] | None = None, clock: Callable[[], float] = time.time) -> None:
+                 on_use: Callable[[str], None] | None = None, clock: Callable[[], float] = time.time,
+                 sumdbs: Callable[[str], Sources | None] = lambda name: None) -> None:
         """Answer from storage, fetching misses through upstreams, one fetch per key (flights
         in this process, locks across the processes sharing storage).
 
         Zips are fetched by downloader; go.mod files are checked by verifier before they are
         kept. on_use, when given, is called with the cache key of every module artifact
-        requested (before it is served); it must be cheap and never block.
+        requested (before it is served); it must be cheap and never block. sumdbs(name) says
+        where checksum database name is read from when it is served under /sumdb/ (None: not
+        served here).
         """
         self.config = config
         self.storage = storage
@@ -72,17 +83,21 @@ class Service:
         self.locks = locks
         self.on_use = on_use
         self.clock = clock
+        self.sumdbs = sumdbs
         self._not_found: dict[str, tuple[float, NotFound]] = {}
         self._nf_lock = threading.Lock()
+        self._answered: set[str] = set()  # zips whose download is under way (an upstream answered)
+        self._answered_lock = threading.Lock()
 
     def serve(self, req: Artifact | SumdbRequest) -> Reply:
         """serve returns the reply for a parsed request; raises a ProxyError subclass on failure."""
+        deadline = self._deadline()
         if isinstance(req, SumdbRequest):
-            if (req.name not in self.config.sumdbs and req.name != self.verifier.db_name
-                    and self.storage.stat(verified_tree_key(req.name)) is None):  # nor one the cache holds
+            sources = self.sumdbs(req.name)
+            if sources is None:
                 raise NotFound(f"checksum database {req.name} is not proxied here")
             if req.path == "supported":
-                return Reply("text/plain; charset=utf-8", "no-cache", Blob(0, 0.0, body=b""), "local")
+                return self._supported(req, sources, deadline)
             if req.path.startswith("lookup/"):
                 module = req.path[len("lookup/"):].rsplit("@", 1)[0]
                 if self.upstreams.private_route(unescape_path(module)):
@@ -93,62 +108,171 @@ class Service:
             if self.on_use is not None:
                 self.on_use(req.key)
         if req.immutable:
-            return self._serve_immutable(req, upstream_path)
-        return self._serve_mutable(req, upstream_path)
+            return self._serve_immutable(req, upstream_path, deadline)
+        return self._serve_mutable(req, upstream_path, deadline)
 
-    def _serve_immutable(self, req: Artifact | SumdbRequest, upstream_path: str) -> Reply:
+    def health(self) -> tuple[bool, str]:
+        """Return (healthy, one-line text) for /health: degraded while an upstream is down.
+
+        Asking starts the probes of down upstreams that are due.
+        """
+        health = self.upstreams.health
+        if health is None:
+            return True, "ok"
+        health.probe_due()
+        down = health.down()
+        if not down:
+            return True, "ok"
+        now = self.clock()
+        parts = [f"{d.name} (since {now - d.since:.0f}s: {d.reason}; next probe in {max(0.0, d.next_probe - now):.0f}s)"
+                 for d in down]
+        return False, "degraded: upstream down: " + "; ".join(parts)
+
+    def _deadline(self) -> float:
+        timeout = self.config.upstream_timeout
+        return time.monotonic() + (timeout if timeout > 0 else WAIT_TIMEOUT)
+
+    # Immutable artifacts: a hit, or wait (bounded) for the one fetch.
+
+    def _serve_immutable(self, req: Artifact | SumdbRequest, upstream_path: str, deadline: float) -> Reply:
         reply = self._open(req, IMMUTABLE_CACHE_CONTROL, "hit")
         if reply is not None:
             return reply
         self._check_not_found(req.key)
         for _ in range(3):  # cache cleanup may remove it between commit and open: fetch again
-            self.flights.do(req.key, lambda: self._fetch(req, upstream_path), WAIT_TIMEOUT)
+            self._wait(req.key, self._start(req, upstream_path), deadline)
             reply = self._open(req, IMMUTABLE_CACHE_CONTROL, "miss")
             if reply is not None:
                 return reply
         raise UpstreamError(f"{req.key} vanished from the cache right after it was fetched")
 
-    def _serve_mutable(self, req: Artifact | SumdbRequest, upstream_path: str) -> Reply:
+    # Mutable artifacts: fresh hit; stale answered at once while it is refreshed; else wait.
+
+    def _serve_mutable(self, req: Artifact | SumdbRequest, upstream_path: str, deadline: float) -> Reply:
         ttl = self.config.list_ttl
         control = mutable_cache_control(ttl)
         st = self.storage.stat(req.key)
-        if st is not None and self.clock() - st.mtime < ttl:
-            reply = self._open(req, control, "hit")
-            if reply is not None:
-                return reply
-        self._check_not_found(req.key)
+        if st is not None:
+            age = self.clock() - st.mtime
+            if age < ttl:
+                reply = self._open(req, control, "hit")
+                if reply is not None:
+                    return reply
+            elif age <= self.config.max_stale:
+                reply = self._open(req, control, "stale")
+                if reply is not None:
+                    self._refresh(req, upstream_path, age)
+                    return reply
+        self._check_not_found(req.key, lambda age: self._refresh(req, upstream_path, age))
         for _ in range(3):  # cache cleanup may remove it between commit and open: fetch again
             try:
-                self.flights.do(req.key, lambda: self._fetch(req, upstream_path), WAIT_TIMEOUT)
+                self._wait(req.key, self._start(req, upstream_path), deadline)
             except (NotFound, StorageError):
                 raise
             except ProxyError as exc:
                 reply = self._open(req, control, "stale")
                 if reply is None:
                     raise
-                log.warning("serving stale %s: every upstream failed: %s", req.key, exc)
+                log.warning("serving stale %s: %s", req.key, exc)
                 return reply
             reply = self._open(req, control, "miss")
             if reply is not None:
                 return reply
         raise UpstreamError(f"{req.key} vanished from the cache right after it was fetched")
 
-    def _open(self, req: Artifact | SumdbRequest, cache_control: str, source: str) -> Reply | None:
-        blob = self.storage.open(req.key, immutable=req.immutable)
-        if blob is None:
-            return None
-        return Reply(req.content_type, cache_control, blob, source)
+    def _refresh(self, req: Artifact | SumdbRequest, upstream_path: str, age: float) -> None:
+        """Start one background refresh of a stale answer, unless one runs or every upstream is down."""
+        module = req.module if isinstance(req, Artifact) else None
+        if self.flights.in_flight(req.key) or not self.upstreams.available(module):
+            return
+        log.debug("refreshing %s in the background (%.0fs old)", req.key, age)
+        metric = self.upstreams.metrics.background_refreshes
 
-    def _check_not_found(self, key: str) -> None:
+        def done(fut: concurrent.futures.Future[bool]) -> None:
+            metric.inc(result="ok" if fut.exception() is None else "failed")
+
+        self._start(req, upstream_path).add_done_callback(done)
+
+    # Fetching in the background, waited on with a deadline.
+
+    def _start(self, req: Artifact | SumdbRequest, upstream_path: str) -> concurrent.futures.Future[bool]:
+        """Start the fetch of req in a thread of its own (joining one under way); return its future.
+
+        The fetch runs to its end whoever waits for it, so a client that gives up never stops
+        the cache from filling.
+        """
+        return self._spawn(req.key, lambda: self._fetch(req, upstream_path))
+
+    def _spawn(self, key: str, fn: Callable[[], bool]) -> concurrent.futures.Future[bool]:
+        fut: concurrent.futures.Future[bool] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                fut.set_result(self.flights.do(key, fn, WAIT_TIMEOUT)[0])
+            except BaseException as exc:  # handed to whoever waits on the future
+                fut.set_exception(exc)
+
+        threading.Thread(target=run, name="goproxy-fetch", daemon=True).start()
+        return fut
+
+    def _wait(self, key: str, fut: concurrent.futures.Future[bool], deadline: float) -> bool:
+        """Return the fetch's result, waiting until deadline; a zip download under way is waited
+        for to its end. Raises what the fetch raised, or FetchTimeout."""
+        try:
+            return fut.result(timeout=max(0.0, deadline - time.monotonic()))
+        except concurrent.futures.TimeoutError:
+            pass
+        with self._answered_lock:
+            answered = key in self._answered
+        if answered:
+            try:
+                return fut.result(timeout=WAIT_TIMEOUT)
+            except concurrent.futures.TimeoutError:
+                raise UpstreamError(f"timed out after {WAIT_TIMEOUT:g}s waiting for the fetch of {key}") from None
+        raise FetchTimeout(f"{key}: no upstream answered within {self.config.upstream_timeout:g}s (-upstream-timeout); "
+                           "the fetch goes on in the background")
+
+    def _answer_started(self, key: str) -> None:
+        with self._answered_lock:
+            self._answered.add(key)
+
+    # The checksum database's "supported".
+
+    def _supported(self, req: SumdbRequest, sources: Sources, deadline: float) -> Reply:
+        """Answer 200 when the upstreams or the database itself can serve req.name, else 404."""
+        ok = sources.known()
+        if ok is None:
+            try:
+                ok = self._wait(req.key, self._spawn(req.key, sources.supported), deadline)
+            except FetchTimeout:
+                ok = False
+        if not ok:
+            raise NotFound(f"checksum database {req.name}: neither the upstreams nor {req.name} itself can be "
+                           "reached from this proxy; ask it directly")
+        return Reply("text/plain; charset=utf-8", "no-cache", Blob(0, 0.0, body=b""), "local")
+
+    # Not-found memory.
+
+    def _check_not_found(self, key: str, refresh: Callable[[float], None] | None = None) -> None:
+        """Raise NotFound while an upstream not-found of key is remembered.
+
+        With refresh (for lists, @latest and queries), a not-found past -not-found-ttl but at
+        most -max-stale old is still answered, at once, while refresh(age) looks again.
+        """
         now = self.clock()
         with self._nf_lock:
             entry = self._not_found.get(key)
             if entry is None:
                 return
-            if entry[0] > now:
-                # A fresh exception each time: re-raising one object would grow its traceback.
-                raise NotFound(str(entry[1]), status=entry[1].status)
-            del self._not_found[key]
+            expires, exc = entry
+            age = now - (expires - self.config.not_found_ttl)
+            if expires <= now and (refresh is None or age > self.config.max_stale):
+                del self._not_found[key]
+                return
+        if expires <= now and refresh is not None:
+            refresh(age)
+        # A fresh exception each time: re-raising one object would grow its traceback.
+        raise NotFound(str(exc), status=exc.status)
 
     def _remember_not_found(self, key: str, exc: NotFound) -> None:
         if self.config.not_found_ttl <= 0:
@@ -156,8 +280,21 @@ class Service:
         now = self.clock()
         with self._nf_lock:
             if len(self._not_found) > 10000:
-                self._not_found = {k: v for k, v in self._not_found.items() if v[0] > now}
+                keep = now - self.config.max_stale
+                self._not_found = {k: v for k, v in self._not_found.items() if v[0] > keep}
             self._not_found[key] = (now + self.config.not_found_ttl, exc)
+
+    def _forget_not_found(self, key: str) -> None:
+        with self._nf_lock:
+            self._not_found.pop(key, None)
+
+    def _open(self, req: Artifact | SumdbRequest, cache_control: str, source: str) -> Reply | None:
+        blob = self.storage.open(req.key, immutable=req.immutable)
+        if blob is None:
+            return None
+        return Reply(req.content_type, cache_control, blob, source)
+
+    # The fetch itself: once per key, across processes too.
 
     def _fetch(self, req: Artifact | SumdbRequest, upstream_path: str) -> bool:
         """Fill the cache for req from upstream; runs once per key at a time in this process.
@@ -172,7 +309,7 @@ class Service:
                 if st is not None and (req.immutable or st.mtime >= asked):
                     return True  # another process fetched it while this one waited for the lock
                 try:
-                    return self._fetch_locked(req, upstream_path, lease.valid)
+                    return self._fetch_locked(req, upstream_path, st is not None, lease.valid)
                 except LeaseLost:
                     if attempt == 2:
                         raise
@@ -180,37 +317,74 @@ class Service:
                                 req.key)
         raise AssertionError("unreachable")
 
-    def _fetch_locked(self, req: Artifact | SumdbRequest, upstream_path: str, fence: Fence) -> bool:
-        log.info("[CACHE MISS] %s", req.key)
+    def _fetch_locked(self, req: Artifact | SumdbRequest, upstream_path: str, refresh: bool, fence: Fence) -> bool:
+        log.info("[CACHE %s] %s", "REFRESH" if refresh else "MISS", req.key)
         started = time.monotonic()
+        zip_artifact = isinstance(req, Artifact) and req.kind == "zip"
         try:
-            module = req.module if isinstance(req, Artifact) else None
             if isinstance(req, Artifact) and req.kind == "zip":
-                self.downloader.fetch(req, upstream_path, fence)
+                self.downloader.fetch(req, upstream_path, fence, on_answer=lambda: self._answer_started(req.key))
             else:
-                data = self.upstreams.fetch(upstream_path, self._read_verified(req), module)
-                _validate(req, data)
+                data = self._fetch_small(req, upstream_path)
                 self.storage.write(req.key, data, mtime=self.clock(), fence=fence)
+                self._forget_not_found(req.key)
         except NotFound as exc:
             self._remember_not_found(req.key, exc)
             log.info("not found upstream: %s (%d %s)", req.key, exc.status, exc)
             raise
+        except (UpstreamDown, InvalidAnswer) as exc:  # logged where it was found out
+            log.debug("fetch %s failed: %s", req.key, exc)
+            raise
         except ProxyError as exc:
             log.error("fetch %s failed: %s", req.key, exc)
             raise
-        if not (isinstance(req, Artifact) and req.kind == "zip"):  # fetch_zip logs its own line
+        finally:
+            with self._answered_lock:
+                self._answered.discard(req.key)
+        if not zip_artifact:  # fetch_zip logs its own line
             log.info("fetched %s in %.3fs", req.key, time.monotonic() - started)
         return True
 
-    def _read_verified(self, req: Artifact | SumdbRequest) -> Callable[[Response, Upstream], bytes]:
-        """Return a consumer reading a small answer; a go.mod is checked against the checksum database."""
-        def consume(resp: Response, _up: Upstream) -> bytes:
+    def _fetch_small(self, req: Artifact | SumdbRequest, upstream_path: str) -> bytes:
+        """Return a checked small answer for req: a module file from the upstreams, or a checksum
+        database file from wherever that database is served; a go.mod is also checked against
+        the checksum database."""
+        def consume(resp: Response, up: Upstream) -> bytes:
             data = _read_small(resp)
+            try:
+                check_content(req, data)
+            except ValueError as exc:
+                reason = "html" if looks_like_html("", data[:512]) else "invalid"
+                raise InvalidAnswer(up.name, resp.url, str(exc), reason) from None
             if isinstance(req, Artifact) and req.kind == "mod":
                 self.verifier.check_mod(req.module, req.version, data)
             return data
 
-        return consume
+        if isinstance(req, SumdbRequest):
+            sources = self.sumdbs(req.name)
+            assert sources is not None  # serve() only fetches databases it serves
+            return sources.fetch(req.path, consume)
+        return self.upstreams.fetch(upstream_path, consume, req.module)
+
+
+def check_content(req: Artifact | SumdbRequest, data: bytes) -> None:
+    """Check that data can be the content of req, any artifact but a zip (validate.check_zip).
+
+    An HTML page is never content; a go.mod must parse and name req's module, a list hold
+    versions, .info and @latest be version JSON (the requested version for a canonical .info),
+    a checksum database file have its format (sumdb.client.check_answer). Raises ValueError
+    (validate.InvalidContent, tlog.TlogError) naming the problem.
+    """
+    if looks_like_html("", data[:512]):
+        raise InvalidContent(f"an HTML page (starts with {data[:15]!r})")
+    if isinstance(req, SumdbRequest):
+        check_answer(req.path, data)
+    elif req.kind == "mod":
+        check_gomod(data, req.module)
+    elif req.kind == "list":
+        check_list(data)
+    elif req.kind in ("info", "latest"):
+        check_info(data, req.version if req.kind == "info" and req.immutable else None)
 
 
 def _read_small(resp: Response) -> bytes:
@@ -219,19 +393,3 @@ def _read_small(resp: Response) -> bytes:
     if length.isdigit() and int(length) != len(data):
         raise TransientError(f"{resp.url}: got {len(data)} of {length} bytes")
     return data
-
-
-def _validate(req: Artifact | SumdbRequest, data: bytes) -> None:
-    """_validate rejects upstream answers that cannot be what was asked for; raises UpstreamError."""
-    if not isinstance(req, Artifact) or req.kind not in ("info", "latest"):
-        return
-    try:
-        info = json.loads(data)
-    except ValueError:
-        raise UpstreamError(f"upstream sent invalid JSON for {req.key}") from None
-    if not isinstance(info, dict) or not isinstance(info.get("Version"), str) or not info["Version"]:
-        raise UpstreamError(f"upstream sent {req.key} without a Version")
-    if req.kind == "info" and req.immutable and info["Version"] != req.version:
-        raise UpstreamError(f"upstream sent {req.key} for version {info['Version']!r}")
-    if "Time" in info and not isinstance(info["Time"], str):
-        raise UpstreamError(f"upstream sent {req.key} with a malformed Time")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import functools
 import logging
 import random
 import time
@@ -12,10 +13,12 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from .errors import ChecksumError, NotFound, ProxyError, TransientError, UpstreamError
+from .health import Health
 from .metrics import Metrics
 from .net.dial import basic_auth, mask_url
 from .net.http import Response, Transport
 from .patterns import match
+from .validate import looks_like_html
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +26,25 @@ T = TypeVar("T")
 
 # The longest Retry-After we honour, in seconds; a longer one is capped to this.
 MAX_RETRY_AFTER = 10.0
+# What a probe of a down upstream asks for: cheap, and answered by any module proxy (200 or 404).
+PROBE_PATH = "/sumdb/sum.golang.org/supported"
+
+
+class UpstreamDown(UpstreamError):
+    """Every upstream that could serve a request is marked down and was skipped; status 502."""
+
+
+class InvalidAnswer(UpstreamError):
+    """An upstream answer that cannot be what was asked for: a block page, a zip that is no module
+    zip, a go.mod for another module, a list of junk; status 502. Never cached, not retried on
+    the same upstream (the next one is tried).
+
+    reason is the metrics label: "html" for an HTML page, "invalid" for anything else.
+    """
+
+    def __init__(self, upstream: str, path: str, problem: str, reason: str = "invalid") -> None:
+        super().__init__(f"upstream {upstream} sent {path} that cannot be what was asked for: {problem}")
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -93,13 +115,21 @@ class Upstreams:
 
     Each upstream is tried up to attempts times on transient failures (5xx, 429, network errors,
     short bodies), sleeping backoff·2^n with full jitter between tries (Retry-After honoured up to
-    MAX_RETRY_AFTER); a not-found or a spent upstream moves on to the next one.
+    MAX_RETRY_AFTER); a not-found or a spent upstream moves on to the next one. A try that got
+    no answer at all (refused, reset, timed out) is tried again only when no other upstream is
+    left to ask.
     """
 
     def __init__(self, upstreams: list[Upstream], transport: Transport, attempts: int = 3,
                  backoff: float = 0.1, sleep: Callable[[float], None] = time.sleep,
                  rng: Callable[[], float] = random.random,
-                 private: list[tuple[str, Upstream]] | None = None, metrics: Metrics | None = None) -> None:
+                 private: list[tuple[str, Upstream]] | None = None, metrics: Metrics | None = None,
+                 health: Health | None = None) -> None:
+        """Fetch from upstreams in order (private routes first), attempts tries each.
+
+        health, when given, tracks whether each upstream is reachable: a down one is skipped
+        and probed (PROBE_PATH) until it answers; without it every upstream is always tried.
+        """
         if not upstreams:
             raise ValueError("at least one upstream is required")
         self.upstreams = upstreams
@@ -109,8 +139,12 @@ class Upstreams:
         self.transport = transport
         self.attempts = max(1, attempts)
         self.backoff = backoff
+        self.health = health
         self._sleep = sleep
         self._rng = rng
+        if health is not None:
+            for up in [*upstreams, *(u for _, u in self.private)]:
+                health.register(up.name, functools.partial(self.probe, up))
 
     def private_route(self, module: str) -> Upstream | None:
         """private_route is the private upstream whose pattern matches module first, or None."""
@@ -121,58 +155,128 @@ class Upstreams:
 
     def fetch(self, path: str, consume: Consume[T], module: str | None = None,
               headers: Callable[[], dict[str, str]] | None = None) -> T:
-        """fetch GETs path ("/mod/@v/list") and returns consume(response) for the first 200.
+        """Return consume(response) for the first upstream answering 200 to GET path ("/mod/@v/list").
 
-        A module matching a private route is fetched from that upstream alone. consume reads
-        the body; it may raise TransientError (retried) or another ProxyError (tried on the
-        next upstream). Raises NotFound when every upstream said not found (with the last
-        one's text), else UpstreamError with the last error. headers, when given, makes the
-        request headers of each attempt (a resumed download asks for what it still lacks).
+        A module matching a private route is fetched from that upstream alone. Upstreams marked
+        down are skipped without a request. consume reads the body; it may raise TransientError
+        (retried) or another ProxyError such as InvalidAnswer (the next upstream is tried). An
+        HTML page (Content-Type text/html) is refused before consume sees it. Raises NotFound
+        when every upstream said not found (with the last one's text), UpstreamDown when every
+        upstream was skipped as down, InvalidAnswer when the only upstream tried sent one,
+        else UpstreamError with the last error. headers, when given, makes the request headers
+        of each attempt (a resumed download asks for what it still lacks).
         """
-        route = self.private_route(module) if module else None
-        chain = [route] if route else self.upstreams
+        chain = self.chain(module)
         last: ProxyError | None = None
         all_not_found = True
+        skipped: list[str] = []
         for i, up in enumerate(chain):
+            if self.health is not None and not self.health.available(up.name):
+                self.metrics.upstream_skipped.inc(upstream=up.name)
+                skipped.append(up.name)
+                all_not_found = False
+                continue
+            # A try that gets no answer already cost a whole timeout: while another upstream is
+            # left, it is asked at once instead of the silent one again.
+            alone = not any(self._usable(u) for u in chain[i + 1:])
             try:
-                return self.fetch_from(up, path, consume, headers)
+                return self.fetch_from(up, path, consume, headers, retry_silence=alone)
             except ProxyError as exc:
                 last = exc
                 if not isinstance(exc, NotFound):
                     all_not_found = False
-                if i + 1 < len(chain):
-                    log.info("upstream %s: %s %s; trying %s", up.name, path, _short(exc), chain[i + 1].name)
-        assert last is not None
+                if i + 1 < len(chain) and not isinstance(exc, InvalidAnswer):  # that one is logged already
+                    log.info("upstream %s: %s %s; trying the next", up.name, path, _short(exc))
+        down = f" (down, skipped: {', '.join(skipped)})" if skipped else ""
+        if last is None:
+            raise UpstreamDown(f"{path}: every upstream is down{down}; they are probed and used again "
+                               "as soon as they answer")
         if all_not_found:
             raise last
         if isinstance(last, NotFound):
-            raise UpstreamError(f"{path}: no upstream could serve it (last: {last.status} {last})")
-        raise UpstreamError(str(last))
+            raise UpstreamError(f"{path}: no upstream could serve it (last: {last.status} {last}){down}")
+        if isinstance(last, InvalidAnswer) and not down:
+            raise last
+        raise UpstreamError(f"{last}{down}")
+
+    def _usable(self, up: Upstream) -> bool:
+        return self.health is None or not self.health.is_down(up.name)
+
+    def chain(self, module: str | None = None) -> list[Upstream]:
+        """Return the upstreams a request for module goes to, in order: its private route alone, or all."""
+        route = self.private_route(module) if module else None
+        return [route] if route else list(self.upstreams)
+
+    def available(self, module: str | None = None) -> bool:
+        """Report whether any upstream for module is up (asking starts due probes of down ones)."""
+        if self.health is None:
+            return True
+        return any([self.health.available(up.name) for up in self.chain(module)])
+
+    def probe(self, up: Upstream) -> bool:
+        """Report whether up answers HTTP at all (any status below 500) to a cheap request."""
+        try:
+            resp = self.transport.get(up.url + PROBE_PATH, auth=up.auth)
+        except ProxyError as exc:
+            log.debug("probe of upstream %s: %s", up.name, exc)
+            return False
+        with resp:
+            return resp.status < 500
 
     def fetch_from(self, up: Upstream, path: str, consume: Consume[T],
-                   headers: Callable[[], dict[str, str]] | None = None) -> T:
-        """fetch_from GETs path from one upstream with retries; consume(resp, up) sees 200 and
-        206 answers, and 416 to a request with a Range header (up lets it send more requests to
-        the same place)."""
+                   headers: Callable[[], dict[str, str]] | None = None, retry_silence: bool = True) -> T:
+        """Return consume(resp, up) for GET path from one upstream, with retries.
+
+        consume sees 200 and 206 answers (never an HTML page), and 416 to a request with a
+        Range header (up lets it send more requests to the same place). With health, any answer
+        below 500 counts as reachable; a try with no answer (Health.no_answer, elsewhere when
+        retry_silence is False), and giving up after a 5xx on the last try (Health.failed), as
+        unreachable. Retries stop
+        early when the upstream is marked down meanwhile, and after a try with no answer when
+        retry_silence is False. Refused answers (InvalidAnswer) are logged here, once.
+        """
         url = up.url + path
         m = self.metrics
+        health = self.health
         for attempt in range(1, self.attempts + 1):
             m.upstream_requests.inc(upstream=up.name)
+            server_error = silent = False  # this try got a 5xx; no answer at all
             try:
                 sent = headers() if headers else {}
-                resp = self.transport.get(url, headers=sent, auth=up.auth)
+                try:
+                    resp = self.transport.get(url, headers=sent, auth=up.auth)
+                except TransientError as exc:  # no answer: refused, reset, timed out
+                    silent = True
+                    if health is not None:
+                        health.no_answer(up.name, str(exc), elsewhere=not retry_silence)
+                    raise
                 with resp:
                     try:
+                        server_error = resp.status >= 500
+                        if health is not None and not server_error:
+                            health.answered(up.name)
                         if resp.status in (200, 206) or (resp.status == 416 and "Range" in sent):
+                            ctype = resp.header("Content-Type")
+                            if looks_like_html(ctype, b""):
+                                raise InvalidAnswer(up.name, path, f"an HTML page (Content-Type {ctype}), "
+                                                    "as a captive portal or filter sends", "html")
                             return consume(resp, up)
                         raise classify(resp, resp.read_all(limit=64 << 10))
                     finally:
                         m.bytes_fetched.inc(resp.bytes_read)
             except ProxyError as exc:
+                if isinstance(exc, InvalidAnswer):
+                    log.warning("%s", exc)
+                    m.upstream_refused.inc(upstream=up.name, reason=exc.reason)
                 if not isinstance(exc, NotFound):
                     m.upstream_errors.inc(upstream=up.name, kind=_kind(exc))
-                if not isinstance(exc, TransientError) or attempt == self.attempts:
+                last_try = attempt == self.attempts
+                if health is not None and last_try and server_error:
+                    health.failed(up.name, str(exc))
+                if not isinstance(exc, TransientError) or last_try or (silent and not retry_silence):
                     raise
+                if health is not None and health.is_down(up.name):
+                    raise  # marked down meanwhile by another request: move on at once
                 m.upstream_retries.inc(upstream=up.name)
                 delay = self._delay(attempt, exc.retry_after)
                 log.warning("upstream %s: %s failed (%s); retry %d/%d in %.2fs",
@@ -191,6 +295,8 @@ def _kind(exc: ProxyError) -> str:
     """_kind is the metrics label of a failed upstream request."""
     if isinstance(exc, TransientError):
         return "transient"
+    if isinstance(exc, InvalidAnswer):
+        return "invalid"
     return "checksum" if isinstance(exc, ChecksumError) else "other"
 
 

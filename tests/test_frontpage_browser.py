@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from goproxy.app import LogCapture
+from goproxy.app.frontpage import LogCapture
 from goproxy.config import PrivateUpstream
 from goproxy.server import ProxyServer
 from goproxy.status.traffic import History

@@ -11,7 +11,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from goproxy.app import LogCapture
+from goproxy.app.frontpage import LogCapture
 from goproxy.page import EXAMPLE_PATTERN, proxy_address, render
 from goproxy.plot import SVG_NS
 from goproxy.progress import Transfer

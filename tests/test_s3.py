@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from goproxy.app import build_storage
+from goproxy.app.stores import build_storage
 from goproxy.config import Config
 from goproxy.errors import StartupError
 from goproxy.server import ProxyServer
@@ -257,7 +257,7 @@ def test_outbound_proxy_carries_the_store_traffic_unless_no_proxy_names_it(
 
 def test_a_socks_proxy_is_refused_for_the_store_at_start(tmp_path: Path) -> None:
     pytest.importorskip("socks")
-    from goproxy.app import s3_proxies
+    from goproxy.app.stores import s3_proxies
 
     config = dataclasses.replace(Config(), storage="s3://bucket", s3_endpoint="http://store.example:8333",
                                  proxy="socks5://127.0.0.1:1080")

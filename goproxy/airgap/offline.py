@@ -100,6 +100,7 @@ class OfflineUpstreams(Upstreams):
         self.metrics = metrics
         self.transport = offline_transport()
         self.attempts = 1
+        self.health = None  # nothing to be down: every answer is local
         self.storage = storage
         self.clock = clock
         self.index_ttl = index_ttl
@@ -116,7 +117,7 @@ class OfflineUpstreams(Upstreams):
         return consume(BytesResponse("offline:" + path, self.answer(path)), OFFLINE)
 
     def fetch_from(self, up: Upstream, path: str, consume: Consume[T],
-                   headers: Callable[[], dict[str, str]] | None = None) -> T:
+                   headers: Callable[[], dict[str, str]] | None = None, retry_silence: bool = True) -> T:
         """Answer as fetch does, whichever upstream is named."""
         return self.fetch(path, consume, None, headers)
 

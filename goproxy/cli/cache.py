@@ -1,8 +1,9 @@
 """Admin subcommands on the cache (a directory or a shared bucket), safe while servers run on it:
-cache stats, cache gc."""
+cache stats, gc, verify."""
 
 from __future__ import annotations
 
+import io
 import os
 import sqlite3
 import sys
@@ -11,12 +12,18 @@ from collections.abc import Mapping
 
 from ..app import App, build
 from ..errors import ConfigError, ProxyError, StartupError
+from ..modpath import Artifact, SumdbRequest, is_canonical, parse_request
+from ..service import check_content
+from ..storage.base import PARTIAL_SUFFIXES, Blob, Storage
 from ..storage.cleanup import scan
+from ..validate import check_zip
 from ..values import parse_bool
 from .common import load_command_config, parse_flags
 
 USAGE = """Usage: goproxy cache stats [flags]     modules, versions, bytes and oldest last use
        goproxy cache gc [-dry-run] [flags] remove what -max-cache-age and -max-cache-size say
+       goproxy cache verify [-fix] [flags] check every cached file can be what its name says
+                                           (-fix removes those that cannot); exit 1 if any fails
 
 Flags are the server's (-cache, -storage, -lock, -config, -max-cache-age, -max-cache-size; and their
 environment variables), so the commands see the cache and limits the server is configured with.
@@ -31,17 +38,20 @@ def cache_command(args: list[str], environ: Mapping[str, str]) -> int:
         sys.stdout.write(USAGE)
         return 0 if args else 2
     what, rest = args[0], args[1:]
-    if what not in ("stats", "gc"):
+    if what not in ("stats", "gc", "verify"):
         print(f"goproxy cache: unknown command {what!r}\n{USAGE}", file=sys.stderr, end="")
         return 2
     try:
-        flags, extra = parse_flags(rest, booleans=frozenset({"dry-run", "h", "help"}))
+        flags, extra = parse_flags(rest, booleans=frozenset({"dry-run", "fix", "h", "help"}))
         if {"h", "help"} & flags.keys():
             sys.stdout.write(USAGE)
             return 0
         dry_run = parse_bool(flags.pop("dry-run", "false"))
         if dry_run and what != "gc":
             raise ConfigError("flag -dry-run: only cache gc takes it")
+        fix = parse_bool(flags.pop("fix", "false"))
+        if fix and what != "verify":
+            raise ConfigError("flag -fix: only cache verify takes it")
         if extra:
             raise ConfigError(f"unexpected argument {extra[0]!r}")
     except (ConfigError, ValueError) as exc:
@@ -61,6 +71,8 @@ def cache_command(args: list[str], environ: Mapping[str, str]) -> int:
         return 1
     try:
         try:
+            if what == "verify":
+                return verify(app.storage, fix)
             return stats(app) if what == "stats" else gc(app, dry_run)
         finally:
             app.usage.close()
@@ -111,6 +123,56 @@ def gc(app: App, dry_run: bool) -> int:
           f"({human_size(report.freed)}); {report.skipped} skipped while in use; "
           f"{report.kept_bytes} bytes ({human_size(report.kept_bytes)}) left")
     return 0
+
+
+def verify(storage: Storage, fix: bool) -> int:
+    """Check every cached artifact by the rules answers are checked by before they are cached.
+
+    Prints each that fails ("BAD key: why") and, with fix, removes it (unless it was replaced
+    meanwhile) so the next request fetches it again; needs no network. Returns 1 when any
+    failed, else 0. Files that are no artifact (partial downloads, the verified tree head) are
+    left alone.
+    """
+    checked = failed = removed = 0
+    for st in sorted(storage.scan(), key=lambda st: st.key):
+        if st.key.endswith(PARTIAL_SUFFIXES):
+            continue
+        try:
+            req = parse_request("/" + st.key)
+        except ProxyError:
+            continue  # not an artifact's name
+        blob = storage.open(st.key)
+        if blob is None:
+            continue  # removed since the scan
+        try:
+            problem = _check_stored(req, blob)
+        finally:
+            blob.close()
+        checked += 1
+        if problem is None:
+            continue
+        failed += 1
+        print(f"BAD {st.key}: {problem}")
+        if fix and storage.delete(st.key, expect=st):
+            removed += 1
+            print(f"removed {st.key}")
+    summary = f"{checked} checked, {failed} failed"
+    print(summary + (f", {removed} removed" if fix else ""))
+    return 1 if failed else 0
+
+
+def _check_stored(req: Artifact | SumdbRequest, blob: Blob) -> str | None:
+    """Return why a stored artifact cannot be what req names, or None when it can."""
+    try:
+        if isinstance(req, Artifact) and req.kind == "zip":
+            if is_canonical(req.version):
+                f = blob.file if blob.file is not None and blob.file.seekable() else io.BytesIO(blob.read())
+                check_zip(f, req.module, req.version)
+            return None
+        check_content(req, blob.read())
+    except (ValueError, ProxyError) as exc:
+        return str(exc)
+    return None
 
 
 def human_size(n: int) -> str:

@@ -1,16 +1,20 @@
-"""Checksum database client: verified lookups, tile proofs, and the newest verified tree in shared storage."""
+"""Checksum database client: where its files come from, verified lookups, tile proofs, and the newest
+verified tree in shared storage."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from ..errors import ChecksumError, NotFound, ProxyError, UpstreamError
 from ..metrics import Metrics
 from ..modpath import escape_path, escape_version
 from ..net.http import Response
 from ..storage.base import Stat, Storage
-from ..upstream import Upstreams
+from ..upstream import Consume, Upstreams
 from . import tlog
 from .db import GoSumDB
 from .note import NoteError, Verifier, open_note
@@ -21,6 +25,10 @@ security = logging.getLogger("goproxy.security")
 # The checksum database's tile height (sum.golang.org and the go command both use 8).
 TILE_HEIGHT = 8
 MAX_ANSWER = 1 << 20
+# How long Sources remembers whether the upstreams, or the database itself, can serve a database.
+REMEMBER = 600.0
+
+T = TypeVar("T")
 
 
 def _read(resp: Response, _up: object = None) -> bytes:
@@ -32,6 +40,109 @@ def verified_tree_key(name: str) -> str:
     return f"sumdb/{name}/.verified-tree"
 
 
+def check_answer(path: str, data: bytes) -> None:
+    """Check that data can be the database's answer for path ("lookup/…", "tile/…", "latest").
+
+    A lookup must be a record followed by a tree note, a hash tile exactly 32 bytes per hash,
+    a data tile non-empty, latest a tree note. Raises tlog.TlogError (a ValueError) otherwise;
+    signatures and proofs are the Verifier's business.
+    """
+    if path.startswith("lookup/"):
+        _, _, note = tlog.parse_record(data)
+        tlog.parse_tree(note.decode("utf-8", "replace"))
+    elif path.startswith("tile/"):
+        tile = tlog.parse_tile_path(path)
+        if tile.l >= 0 and len(data) != 32 * tile.w:
+            raise tlog.TlogError(f"a tile of {tile.w} hashes is {32 * tile.w} bytes, not {len(data)}")
+        if tile.l < 0 and not data:
+            raise tlog.TlogError("empty data tile")
+    elif path == "latest":
+        tlog.parse_tree(data.decode("utf-8", "replace"))
+
+
+class Sources:
+    """Where one checksum database's files come from: the upstreams' /sumdb/ passthrough, else
+    the database itself.
+
+    upstream_first False goes to the database alone (a database URL given in -gosumdb is where
+    the operator wants it read). Whether the upstreams pass the database through, and whether
+    the database answers directly, are each found out once and remembered for remember seconds.
+    """
+
+    def __init__(self, name: str, upstreams: Upstreams, direct: Upstreams, upstream_first: bool = True,
+                 clock: Callable[[], float] = time.monotonic, remember: float = REMEMBER) -> None:
+        self.name = name
+        self.upstreams = upstreams
+        self.direct = direct
+        self.upstream_first = upstream_first
+        self.clock = clock
+        self.remember = remember
+        self._known: dict[str, tuple[float, bool]] = {}  # "upstreams" / "direct" → (until, answer)
+        self._lock = threading.Lock()
+
+    def fetch(self, path: str, consume: Consume[T]) -> T:
+        """Return consume(answer) for path ("lookup/…", "tile/…", "latest") of the database.
+
+        Asks the upstreams first when they pass this database through, then the database.
+        Raises NotFound when the last one asked has no such file, else UpstreamError.
+        """
+        if self.upstream_first and self._upstreams_serve():
+            try:
+                return self.upstreams.fetch(f"/sumdb/{self.name}/{path}", consume)
+            except ProxyError as exc:
+                log.info("checksum database %s: %s from the upstreams: %s; asking %s directly", self.name, path,
+                         exc, self.direct.upstreams[0].name)
+        return self.direct.fetch(f"/{path}", consume)
+
+    def supported(self) -> bool:
+        """Report whether this proxy can serve the database: through an upstream, or directly.
+
+        May take as long as asking both; the answer is remembered.
+        """
+        if self.upstream_first and self._upstreams_serve():
+            return True
+        return self._ask("direct", lambda: self._answers(self.direct, "/latest"))
+
+    def known(self) -> bool | None:
+        """Return what supported() would answer now without asking anyone, or None when it must ask."""
+        now = self.clock()
+        with self._lock:
+            up, direct = self._fresh("upstreams", now), self._fresh("direct", now)
+        if self.upstream_first:
+            if up is None:
+                return None
+            if up:
+                return True
+        return direct
+
+    def _fresh(self, what: str, now: float) -> bool | None:
+        entry = self._known.get(what)
+        return entry[1] if entry is not None and entry[0] > now else None
+
+    def _upstreams_serve(self) -> bool:
+        return self._ask("upstreams", lambda: self._answers(self.upstreams, f"/sumdb/{self.name}/supported"))
+
+    def _ask(self, what: str, probe: Callable[[], bool]) -> bool:
+        with self._lock:
+            known = self._fresh(what, self.clock())
+        if known is not None:
+            return known
+        answer = probe()
+        with self._lock:
+            self._known[what] = (self.clock() + self.remember, answer)
+        where = "through the upstreams" if what == "upstreams" else f"directly at {self.direct.upstreams[0].name}"
+        log.info("checksum database %s: %s %s", self.name, "reachable" if answer else "not reachable", where)
+        return answer
+
+    @staticmethod
+    def _answers(upstreams: Upstreams, path: str) -> bool:
+        try:
+            upstreams.fetch(path, _read)
+        except ProxyError:
+            return False
+        return True
+
+
 class SumDB:
     """SumDB verifies module hashes against one checksum database, as the go command does.
 
@@ -40,39 +151,21 @@ class SumDB:
     one kept in storage (shared by every replica), so a database that forks its log is caught.
     """
 
-    def __init__(self, db: GoSumDB, upstreams: Upstreams, direct: Upstreams, cache: Storage,
-                 metrics: Metrics) -> None:
-        """Verify against db, asked through upstreams' /sumdb/ passthrough or else direct.
-
-        direct reaches the database itself (db.url, or https://<name>); answers and the newest
-        verified tree head are kept in cache.
-        """
+    def __init__(self, db: GoSumDB, sources: Sources, cache: Storage, metrics: Metrics) -> None:
+        """Verify against db, read from sources (the upstreams' /sumdb/ passthrough, else the
+        database itself); answers and the newest verified tree head are kept in cache."""
         self.db = db
         self.verifier = Verifier(db.key)
-        self.upstreams = upstreams
+        self.sources = sources
         self.cache = cache
         self.metrics = metrics
-        self._direct = direct
-        self._proxied: bool | None = None if not db.url else False
         self._lock = threading.Lock()
         self._latest: tlog.Tree | None = None
         self._state_key = verified_tree_key(db.name)
 
-    # Fetching: through the upstream's /sumdb/ passthrough when it offers one, else directly.
-
     def _fetch(self, path: str) -> bytes:
-        """_fetch GETs path ("lookup/...", "tile/...") from the database; raises ProxyError."""
-        if self._proxied is None:
-            try:
-                self.upstreams.fetch(f"/sumdb/{self.db.name}/supported", _read)
-                self._proxied = True
-            except ProxyError:
-                self._proxied = False
-            log.info("checksum database %s: %s", self.db.name,
-                     "through the upstream proxy" if self._proxied else f"directly at {self._direct.upstreams[0].name}")
-        if self._proxied:
-            return self.upstreams.fetch(f"/sumdb/{self.db.name}/{path}", _read)
-        return self._direct.fetch(f"/{path}", _read)
+        """Return the database's answer for path ("lookup/...", "tile/..."); raises ProxyError."""
+        return self.sources.fetch(path, _read)
 
     def fetch_tile(self, tile: tlog.Tile) -> bytes:
         """Return tile's data (not yet authenticated), from the cache when the full tile is there.
