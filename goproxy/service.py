@@ -86,8 +86,11 @@ class Service:
         self.sumdbs = sumdbs
         self._not_found: dict[str, tuple[float, NotFound]] = {}
         self._nf_lock = threading.Lock()
-        self._answered: set[str] = set()  # zips whose download is under way (an upstream answered)
-        self._answered_lock = threading.Lock()
+        # Where each fetch under way stands: ("queued", since) while it waits for another process's
+        # or replica's fetch of the key (its lock), ("fetching", since) once it asks upstream
+        # itself, ("answered", since) once a zip's upstream started sending.
+        self._progress: dict[str, tuple[str, float]] = {}
+        self._progress_lock = threading.Lock()
 
     def serve(self, req: Artifact | SumdbRequest) -> Reply:
         """serve returns the reply for a parsed request; raises a ProxyError subclass on failure."""
@@ -216,25 +219,38 @@ class Service:
         return fut
 
     def _wait(self, key: str, fut: concurrent.futures.Future[bool], deadline: float) -> bool:
-        """Return the fetch's result, waiting until deadline; a zip download under way is waited
-        for to its end. Raises what the fetch raised, or FetchTimeout."""
-        try:
-            return fut.result(timeout=max(0.0, deadline - time.monotonic()))
-        except concurrent.futures.TimeoutError:
-            pass
-        with self._answered_lock:
-            answered = key in self._answered
-        if answered:
-            try:
-                return fut.result(timeout=WAIT_TIMEOUT)
-            except concurrent.futures.TimeoutError:
-                raise UpstreamError(f"timed out after {WAIT_TIMEOUT:g}s waiting for the fetch of {key}") from None
-        raise FetchTimeout(f"{key}: no upstream answered within {self.config.upstream_timeout:g}s (-upstream-timeout); "
-                           "the fetch goes on in the background")
+        """Return the fetch's result, waiting until deadline.
 
-    def _answer_started(self, key: str) -> None:
-        with self._answered_lock:
-            self._answered.add(key)
+        The upstreams get -upstream-timeout from the moment this process asks them: time spent
+        waiting for another process's or replica's fetch of the key (which takes its result) does
+        not count, and a zip download under way is waited for to its end. Raises what the fetch
+        raised, or FetchTimeout.
+        """
+        limit = self.config.upstream_timeout if self.config.upstream_timeout > 0 else WAIT_TIMEOUT
+        while True:
+            try:
+                return fut.result(timeout=max(0.0, deadline - time.monotonic()))
+            except concurrent.futures.TimeoutError:
+                pass
+            with self._progress_lock:
+                state, since = self._progress.get(key, ("fetching", 0.0))
+            now = time.monotonic()
+            if state == "answered":
+                try:
+                    return fut.result(timeout=WAIT_TIMEOUT)
+                except concurrent.futures.TimeoutError:
+                    raise UpstreamError(f"timed out after {WAIT_TIMEOUT:g}s waiting for the fetch of {key}") from None
+            if state == "queued":
+                deadline = now + max(limit, 0.05)
+            elif since + limit > now:
+                deadline = since + limit
+            else:
+                raise FetchTimeout(f"{key}: no upstream answered within {self.config.upstream_timeout:g}s "
+                                   "(-upstream-timeout); the fetch goes on in the background")
+
+    def _set_progress(self, key: str, state: str) -> None:
+        with self._progress_lock:
+            self._progress[key] = (state, time.monotonic())
 
     # The checksum database's "supported".
 
@@ -302,9 +318,18 @@ class Service:
         Across processes (or replicas) the key's lock makes it one fetch: a process that gets
         the lock after another committed what it came for fetches nothing.
         """
+        try:
+            return self._fetch_once(req, upstream_path)
+        finally:
+            with self._progress_lock:
+                self._progress.pop(req.key, None)
+
+    def _fetch_once(self, req: Artifact | SumdbRequest, upstream_path: str) -> bool:
         asked = self.clock()
         for attempt in (1, 2):
+            self._set_progress(req.key, "queued")
             with self.locks.hold(req.key, WAIT_TIMEOUT) as lease:
+                self._set_progress(req.key, "fetching")
                 st = self.storage.stat(req.key)
                 if st is not None and (req.immutable or st.mtime >= asked):
                     return True  # another process fetched it while this one waited for the lock
@@ -323,7 +348,8 @@ class Service:
         zip_artifact = isinstance(req, Artifact) and req.kind == "zip"
         try:
             if isinstance(req, Artifact) and req.kind == "zip":
-                self.downloader.fetch(req, upstream_path, fence, on_answer=lambda: self._answer_started(req.key))
+                self.downloader.fetch(req, upstream_path, fence,
+                                     on_answer=lambda: self._set_progress(req.key, "answered"))
             else:
                 data = self._fetch_small(req, upstream_path)
                 self.storage.write(req.key, data, mtime=self.clock(), fence=fence)
@@ -338,9 +364,6 @@ class Service:
         except ProxyError as exc:
             log.error("fetch %s failed: %s", req.key, exc)
             raise
-        finally:
-            with self._answered_lock:
-                self._answered.discard(req.key)
         if not zip_artifact:  # fetch_zip logs its own line
             log.info("fetched %s in %.3fs", req.key, time.monotonic() - started)
         return True

@@ -94,7 +94,7 @@ def build_sumdb_sources(config: Config, upstreams: Upstreams, storage: Storage, 
 
     def make(name: str, explicit: str) -> Sources:
         if isinstance(upstreams, OfflineUpstreams):
-            return Sources(name, upstreams, upstreams, clock=clock)
+            return Sources(name, upstreams, None, clock=clock)
         direct = build_upstreams(config, upstreams.transport, metrics, sleep, urls=(explicit or f"https://{name}",),
                                  health=upstreams.health)
         return Sources(name, upstreams, direct, upstream_first=not explicit, clock=clock)

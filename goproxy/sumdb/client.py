@@ -65,11 +65,13 @@ class Sources:
     the database itself.
 
     upstream_first False goes to the database alone (a database URL given in -gosumdb is where
-    the operator wants it read). Whether the upstreams pass the database through, and whether
-    the database answers directly, are each found out once and remembered for remember seconds.
+    the operator wants it read); direct None means there is no database to ask (offline: the
+    upstreams answer from the cache). Whether the upstreams pass the database through, and
+    whether the database answers directly, are each found out once and remembered for
+    remember seconds.
     """
 
-    def __init__(self, name: str, upstreams: Upstreams, direct: Upstreams, upstream_first: bool = True,
+    def __init__(self, name: str, upstreams: Upstreams, direct: Upstreams | None, upstream_first: bool = True,
                  clock: Callable[[], float] = time.monotonic, remember: float = REMEMBER) -> None:
         self.name = name
         self.upstreams = upstreams
@@ -86,12 +88,14 @@ class Sources:
         Asks the upstreams first when they pass this database through, then the database.
         Raises NotFound when the last one asked has no such file, else UpstreamError.
         """
+        if self.direct is None:
+            return self.upstreams.fetch(f"/sumdb/{self.name}/{path}", consume)
         if self.upstream_first and self._upstreams_serve():
             try:
                 return self.upstreams.fetch(f"/sumdb/{self.name}/{path}", consume)
             except ProxyError as exc:
                 log.info("checksum database %s: %s from the upstreams: %s; asking %s directly", self.name, path,
-                         exc, self.direct.upstreams[0].name)
+                         exc, self._where())
         return self.direct.fetch(f"/{path}", consume)
 
     def supported(self) -> bool:
@@ -99,9 +103,10 @@ class Sources:
 
         May take as long as asking both; the answer is remembered.
         """
-        if self.upstream_first and self._upstreams_serve():
+        if (self.upstream_first or self.direct is None) and self._upstreams_serve():
             return True
-        return self._ask("direct", lambda: self._answers(self.direct, "/latest"))
+        direct = self.direct
+        return direct is not None and self._ask("direct", lambda: self._answers(direct, "/latest"))
 
     def known(self) -> bool | None:
         """Return what supported() would answer now without asking anyone, or None when it must ask."""
@@ -130,9 +135,12 @@ class Sources:
         answer = probe()
         with self._lock:
             self._known[what] = (self.clock() + self.remember, answer)
-        where = "through the upstreams" if what == "upstreams" else f"directly at {self.direct.upstreams[0].name}"
+        where = "through the upstreams" if what == "upstreams" else f"directly at {self._where()}"
         log.info("checksum database %s: %s %s", self.name, "reachable" if answer else "not reachable", where)
         return answer
+
+    def _where(self) -> str:
+        return self.direct.upstreams[0].name if self.direct is not None and self.direct.upstreams else "nowhere"
 
     @staticmethod
     def _answers(upstreams: Upstreams, path: str) -> bool:
