@@ -89,7 +89,7 @@ def serve(config: Config, environ: Mapping[str, str], progress: Progress | None 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     notifier.notify("READY=1", f"STATUS=serving on port {server.port}")
-    server.serve_forever(0.1)
+    server.serve()
     if stopper:
         stopper[0].join()
     log.info("goproxy stopped")
