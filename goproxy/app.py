@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+import socket
 import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .accesslog import AccessLog
 from .config import Config
 from .download import Downloader
 from .errors import StartupError
-from .locks import LocalOnly
+from .locks import FileLocks
 from .metrics import Metrics
 from .net.dial import direct_connector
 from .net.dns import Resolver
@@ -87,19 +89,29 @@ class App:
     service: Service
 
 
+def build_storage(config: Config) -> DiskStorage:
+    """Return the disk cache of config, its directory made; raise StartupError when it cannot be."""
+    root = os.path.abspath(config.cache_dir)
+    try:
+        os.makedirs(root, mode=0o755, exist_ok=True)
+        return DiskStorage(root)
+    except OSError as exc:
+        raise StartupError(f"cannot create the cache directory {root}: {exc.strerror}") from None
+
+
 def build(config: Config, clock: Clock = time.time, sleep: Sleep = time.sleep,
-          progress: Progress | None = None) -> App:
+          progress: Progress | None = None, metrics: Metrics | None = None,
+          on_use: Callable[[str], None] | None = None) -> App:
     """Return every part of the proxy for config, wired; nothing is started.
 
     clock and sleep are injectable for tests; progress shows zip downloads (off when None).
-    Raises StartupError when the cache directory cannot be made.
+    metrics is where counts go (a worker's slot of the server's shared region; a private
+    registry when None); on_use receives the uses of artifacts (the usage store's record when
+    None). Raises StartupError when the cache directory cannot be made.
     """
-    metrics = Metrics()
-    storage = DiskStorage(config.cache_dir)
-    try:
-        os.makedirs(storage.root, mode=0o755, exist_ok=True)
-    except OSError as exc:
-        raise StartupError(f"cannot create the cache directory {storage.root}: {exc.strerror}") from None
+    metrics = metrics or Metrics()
+    storage = build_storage(config)
+    locks = FileLocks(storage.root)
     transport = build_transport(config)
     upstreams = build_upstreams(config, transport, metrics, sleep)
     verifier = build_verifier(config, upstreams, storage, metrics, sleep)
@@ -107,22 +119,42 @@ def build(config: Config, clock: Clock = time.time, sleep: Sleep = time.sleep,
     downloader = Downloader(storage, upstreams, verifier, progress or Progress("off"), metrics, clock,
                             config.download_connections, config.max_concurrent_downloads)
     usage = UsageStore(storage.root, clock)
-    cleaner = Cleaner(storage, usage, clock, config.max_cache_age, config.max_cache_size, flights.in_flight,
-                      metrics)
-    service = Service(config, storage, upstreams, flights, verifier, downloader, LocalOnly(), usage.record, clock)
+    cleaner = Cleaner(storage, usage, clock, config.max_cache_age, config.max_cache_size,
+                      lambda key: flights.in_flight(key) or locks.busy(key), metrics)
+    service = Service(config, storage, upstreams, flights, verifier, downloader, locks, on_use or usage.record, clock)
     return App(config, metrics, storage, transport, upstreams, verifier, flights, downloader, usage, cleaner,
                service)
 
 
 def build_server(config: Config, clock: Clock = time.time, sleep: Sleep = time.sleep,
-                 progress: Progress | None = None) -> ProxyServer:
-    """Return a bound, not yet serving server for config; its housekeeping is its first background job.
+                 progress: Progress | None = None, listener: socket.socket | None = None,
+                 metrics: Metrics | None = None, on_use: Callable[[str], None] | None = None,
+                 access: AccessLog | None = None, share: int = 1) -> ProxyServer:
+    """Return a bound, not yet serving server for config.
 
-    Raises StartupError when the cache directory cannot be made or the address cannot be bound.
+    Alone (listener None) it binds config's address and its housekeeping is its first
+    background job. As one of share workers on the parent's listener it has no housekeeping
+    (the parent runs it): metrics is its slot of the shared region and on_use sends uses to
+    the parent. Raises StartupError when the cache directory cannot be made or the address
+    cannot be bound.
     """
-    app = build(config, clock, sleep, progress)
-    housekeeping = Housekeeping(app.usage, app.cleaner, config.cleanup_interval)
+    app = build(config, clock, sleep, progress, metrics, on_use)
+    background = [] if listener is not None else [Housekeeping(app.usage, app.cleaner, config.cleanup_interval)]
     try:
-        return ProxyServer(config, app.service, app.metrics, background=[housekeeping])
+        return ProxyServer(config, app.service, app.metrics, background=background, listener=listener,
+                           access=access, share=share)
     except OSError as exc:
         raise StartupError(f"cannot listen on {config.host or '0.0.0.0'}:{config.port}: {exc.strerror}") from None
+
+
+def build_housekeeping(config: Config, metrics: Metrics, clock: Clock = time.time) -> tuple[Housekeeping, UsageStore]:
+    """Return the housekeeping of a server whose workers are other processes, and its usage store.
+
+    Cleanup treats a key as in use while any process holds its fetch lock. Raises StartupError
+    when the cache directory cannot be made.
+    """
+    storage = build_storage(config)
+    locks = FileLocks(storage.root)
+    usage = UsageStore(storage.root, clock)
+    cleaner = Cleaner(storage, usage, clock, config.max_cache_age, config.max_cache_size, locks.busy, metrics)
+    return Housekeeping(usage, cleaner, config.cleanup_interval), usage
