@@ -13,7 +13,7 @@ from .accesslog import AccessLog
 from .config import Config
 from .download import Downloader
 from .errors import StartupError
-from .locks import FileLocks
+from .locks import FileLocks, KeyLocks
 from .metrics import Metrics
 from .net.dial import direct_connector
 from .net.dns import Resolver
@@ -62,14 +62,14 @@ def build_upstreams(config: Config, transport: Transport, metrics: Metrics, slee
 
 
 def build_verifier(config: Config, upstreams: Upstreams, storage: DiskStorage, metrics: Metrics,
-                   sleep: Sleep = time.sleep) -> Verifier:
+                   sleep: Sleep = time.sleep, locks: KeyLocks | None = None) -> Verifier:
     """Return the checksum verifier -gosumdb asks for (one that verifies nothing when off)."""
     private = lambda module: upstreams.private_route(module) is not None  # noqa: E731
     if config.gosumdb is None:
         return Verifier(None, config.gonosumdb, private)
     db = config.gosumdb
     direct = build_upstreams(config, upstreams.transport, metrics, sleep, urls=(db.url or f"https://{db.name}",))
-    return Verifier(SumDB(db, upstreams, direct, storage, metrics), config.gonosumdb, private)
+    return Verifier(SumDB(db, upstreams, direct, storage, metrics, locks), config.gonosumdb, private)
 
 
 @dataclass
@@ -114,7 +114,7 @@ def build(config: Config, clock: Clock = time.time, sleep: Sleep = time.sleep,
     locks = FileLocks(storage.root)
     transport = build_transport(config)
     upstreams = build_upstreams(config, transport, metrics, sleep)
-    verifier = build_verifier(config, upstreams, storage, metrics, sleep)
+    verifier = build_verifier(config, upstreams, storage, metrics, sleep, locks)
     flights: SingleFlight[bool] = SingleFlight()
     downloader = Downloader(storage, upstreams, verifier, progress or Progress("off"), metrics, clock,
                             config.download_connections, config.max_concurrent_downloads)

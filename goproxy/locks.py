@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Protocol
@@ -73,8 +74,10 @@ class FileLocks:
 
     Keys hash into BUCKETS files under root/.locks (created on first use, left in place: a
     bounded number of empty files). Two keys in one bucket share its lock, so at worst one
-    fetch waits for an unrelated one. A holder that dies releases its lock with its file.
-    Waiting polls, backing off to POLL_MAX seconds between tries.
+    fetch waits for an unrelated one; a thread already holding a bucket may take it again (a
+    go.mod fetch verifying against the checksum database takes the tree head's lock inside
+    its own). A holder that dies releases its lock with its file. Waiting polls, backing off
+    to POLL_MAX seconds between tries.
     """
 
     BUCKETS = 4096
@@ -85,6 +88,7 @@ class FileLocks:
         self.dir = os.path.join(root, ".locks")
         self.sleep = sleep
         self.clock = clock
+        self._mine = threading.local()  # .held: the bucket paths this thread holds, with counts
 
     def path(self, key: str) -> str:
         """Return the lock file of key's bucket."""
@@ -105,6 +109,15 @@ class FileLocks:
 
         Raises LockTimeout after timeout, OSError when the lock file cannot be opened.
         """
+        held: dict[str, int] = self._mine.__dict__.setdefault("held", {})
+        path = self.path(key)
+        if path in held:
+            held[path] += 1
+            try:
+                yield _Held()
+            finally:
+                held[path] -= 1
+            return
         fd = self._open(key)
         try:
             if not self._try(fd):
@@ -117,7 +130,11 @@ class FileLocks:
                                           f"{key}")
                     self.sleep(delay)
                     delay = min(delay * 2, self.POLL_MAX)
-            yield _Held()
+            held[path] = 1
+            try:
+                yield _Held()
+            finally:
+                del held[path]
         finally:
             os.close(fd)  # closing the file releases the lock
 
@@ -142,15 +159,3 @@ class FileLocks:
         except BlockingIOError:
             return False
         return True
-
-    def try_hold(self, key: str) -> contextlib.AbstractContextManager[Lease | None]:
-        """Return a context manager holding key's lock if it is free now, yielding None if it is not."""
-        return self._try_hold(key)
-
-    @contextlib.contextmanager
-    def _try_hold(self, key: str) -> Iterator[Lease | None]:
-        fd = self._open(key)
-        try:
-            yield _Held() if self._try(fd) else None
-        finally:
-            os.close(fd)

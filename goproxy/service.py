@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 MAX_SMALL_SIZE = 16 << 20
 # How long a request waits for another request's fetch of the same artifact.
 WAIT_TIMEOUT = 1800.0
+# The most go.mod fetches started alongside .info misses at once; more .info misses fetch none.
+MAX_PREFETCH = 8
 
 IMMUTABLE_CACHE_CONTROL = "public, max-age=31536000, immutable"
 
@@ -73,6 +75,7 @@ class Service:
         self.clock = clock
         self._not_found: dict[str, tuple[float, NotFound]] = {}
         self._nf_lock = threading.Lock()
+        self._prefetching = threading.BoundedSemaphore(MAX_PREFETCH)
 
     def serve(self, req: Artifact | SumdbRequest) -> Reply:
         """serve returns the reply for a parsed request; raises a ProxyError subclass on failure."""
@@ -99,12 +102,38 @@ class Service:
         if reply is not None:
             return reply
         self._check_not_found(req.key)
+        if isinstance(req, Artifact) and req.kind == "info":
+            self._prefetch_mod(req)
         for _ in range(3):  # cache cleanup may remove it between commit and open: fetch again
             self.flights.do(req.key, lambda: self._fetch(req, upstream_path), WAIT_TIMEOUT)
             reply = self._open(req, IMMUTABLE_CACHE_CONTROL, "miss")
             if reply is not None:
                 return reply
         raise UpstreamError(f"{req.key} vanished from the cache right after it was fetched")
+
+    def _prefetch_mod(self, info: Artifact) -> None:
+        """Start fetching the go.mod of a canonical version whose .info missed, beside the .info.
+
+        The go command asks for the .mod right after the .info; fetched at the same time, it is
+        in the cache (or on its way, in the same single flight) when that request comes, which
+        saves an upstream round trip per version. Failures are the .mod request's to report.
+        """
+        mod = Artifact("mod", info.module, info.version)
+        key = mod.key
+        if self.flights.in_flight(key) or self.storage.stat(key) is not None or not self._prefetching.acquire(False):
+            return
+
+        def run() -> None:
+            try:
+                self.flights.do(key, lambda: self._fetch(mod, "/" + key), WAIT_TIMEOUT)
+            except ProxyError as exc:
+                log.debug("fetching %s beside its .info: %s", key, exc)
+            except Exception:
+                log.exception("fetching %s beside its .info", key)
+            finally:
+                self._prefetching.release()
+
+        threading.Thread(target=run, name="goproxy-prefetch", daemon=True).start()
 
     def _serve_mutable(self, req: Artifact | SumdbRequest, upstream_path: str) -> Reply:
         ttl = self.config.list_ttl
@@ -188,8 +217,11 @@ class Service:
         except ProxyError as exc:
             log.error("fetch %s failed: %s", req.key, exc)
             raise
+        elapsed = time.monotonic() - started
+        kind = req.kind if isinstance(req, Artifact) else "sumdb"
+        self.upstreams.metrics.upstream_seconds.observe(elapsed, kind=kind)
         if not (isinstance(req, Artifact) and req.kind == "zip"):  # fetch_zip logs its own line
-            log.info("fetched %s in %.3fs", req.key, time.monotonic() - started)
+            log.info("fetched %s in %.3fs", req.key, elapsed)
         return True
 
     def _read_verified(self, req: Artifact | SumdbRequest) -> Callable[[Response, Upstream], bytes]:

@@ -6,6 +6,7 @@ import logging
 import threading
 
 from ..errors import ChecksumError, NotFound, ProxyError, UpstreamError
+from ..locks import KeyLocks, LocalOnly
 from ..metrics import Metrics
 from ..modpath import escape_path, escape_version
 from ..net.http import Response
@@ -18,6 +19,8 @@ from .note import NoteError, Verifier, open_note
 log = logging.getLogger(__name__)
 security = logging.getLogger("goproxy.security")
 
+# How long a verification waits for another process's update of the verified tree head.
+STATE_LOCK_TIMEOUT = 60.0
 # The checksum database's tile height (sum.golang.org and the go command both use 8).
 TILE_HEIGHT = 8
 MAX_ANSWER = 1 << 20
@@ -36,12 +39,15 @@ class SumDB:
     """
 
     def __init__(self, db: GoSumDB, upstreams: Upstreams, direct: Upstreams, cache: Storage,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, locks: KeyLocks | None = None) -> None:
         """Verify against db, asked through upstreams' /sumdb/ passthrough or else direct.
 
         direct reaches the database itself (db.url, or https://<name>); answers and the newest
-        verified tree head are kept in cache.
+        verified tree head are kept in cache. locks (every process sharing cache holds them)
+        makes each update of the verified tree head a read-compare-write no other process
+        interleaves with, so two verifying at once never store an older tree over a newer one.
         """
+        self._locks: KeyLocks = locks or LocalOnly()
         self.db = db
         self.verifier = Verifier(db.key)
         self.upstreams = upstreams
@@ -114,9 +120,13 @@ class SumDB:
             return None
 
     def _merge(self, tree: tlog.Tree, signed: bytes) -> tlog.Tree:
-        """_merge proves tree consistent with the newest verified tree; returns the newer of the two."""
-        with self._lock:
-            latest = self._latest or self._load_latest()
+        """_merge proves tree consistent with the newest verified tree; returns the newer of the two.
+
+        The newest verified tree is read from the cache each time, under the state key's lock:
+        another process may have stored a newer one since this one last looked.
+        """
+        with self._lock, self._locks.hold(self._state_key, STATE_LOCK_TIMEOUT):
+            latest = self._load_latest() or self._latest
             if latest is None or latest == tree:
                 newest = tree
             else:
@@ -128,7 +138,7 @@ class SumDB:
                     raise self._fail(f"{self.db.name} tree of size {old.n} is not a prefix of the tree of size "
                                      f"{new.n}: the checksum database has forked its log ({exc})") from None
                 newest = new
-            if newest is tree and newest != self._latest:
+            if newest is tree and newest != latest:
                 self.cache.write(self._state_key, signed)
             self._latest = newest
             return newest
