@@ -133,3 +133,7 @@ def unbound(tmp_path_factory: pytest.TempPathFactory, certs: Certs) -> Iterator[
     server = Unbound(tmp_path_factory.mktemp("unbound"), certs)
     yield server
     server.stop()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: a long test (tens of seconds); it still runs in make test")

@@ -169,13 +169,15 @@ def test_a_slow_reader_does_not_hold_a_handler_thread(make_proxy, upstream: Upst
             s.close()
 
 
-def test_a_client_reset_is_one_info_line(served: ProxyServer, caplog: pytest.LogCaptureFixture) -> None:
-    assert get(served, "/example.com/m/@v/v1.0.0.zip")[0] == 200
+def test_a_client_reset_is_one_info_line(make_proxy, upstream: Upstream, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    upstream.add(generate("example.com/r", "v1.0.0", size=8_000_000))  # more than socket buffers hold
+    served = make_proxy([upstream.url])
+    assert get(served, "/example.com/r/@v/v1.0.0.zip")[0] == 200
     caplog.set_level(logging.INFO)
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.connect(("127.0.0.1", served.port))
-    s.sendall(b"GET /example.com/m/@v/v1.0.0.zip HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.sendall(b"GET /example.com/r/@v/v1.0.0.zip HTTP/1.1\r\nHost: x\r\n\r\n")
     s.recv(100)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     s.close()  # a reset, with most of the answer unsent
