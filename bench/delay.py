@@ -15,7 +15,7 @@ class Delayed:
 
     def __init__(self, target: str, delay: float) -> None:
         parts = urllib.parse.urlsplit(target)
-        host, port, base = parts.hostname or "", parts.port or 80, parts.path.rstrip("/")
+        host, port, base = parts.hostname or "", parts.port or 80, parts.path.rstrip("/")  # kept in url
         local = threading.local()
 
         class H(BaseHTTPRequestHandler):
@@ -28,7 +28,7 @@ class Delayed:
                     conn = local.conn = http.client.HTTPConnection(host, port, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() in ("range", "if-range")}
                 try:
-                    conn.request("GET", base + self.path, headers=headers)
+                    conn.request("GET", self.path, headers=headers)
                     resp = conn.getresponse()
                     body = resp.read()
                 except (OSError, http.client.HTTPException):
