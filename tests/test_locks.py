@@ -17,11 +17,12 @@ from tests.support.helpers import wait_for
 def test_a_key_held_by_another_process_waits_then_times_out(tmp_path: Path) -> None:
     locks = FileLocks(str(tmp_path))
     r, w = os.pipe()
+    never, _keep = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the other process: hold the key until told to stop
+    if pid == 0:  # the other process: hold the key until killed
         with locks.hold("m/@v/v1.0.0.zip", 10):
             os.write(w, b"held")
-            os.read(r, 1)  # never written: the parent kills us
+            os.read(never, 1)  # never written: the parent kills us
         os._exit(0)
     try:
         assert os.read(r, 4) == b"held"
