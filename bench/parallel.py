@@ -73,8 +73,9 @@ def measure(work: Path) -> tuple[float, float]:
 
 
 def peak_rss_four_big(work: Path) -> float:
-    """peak_rss_four_big returns the proxy's peak RSS in MB while four 200 MB zips download at
-    once, each over 4 connections, from an uncapped upstream."""
+    """peak_rss_four_big returns the whole proxy's peak RSS in MB (the parent's and every worker's
+    summed) while four 200 MB zips download at once, each over 4 connections, from an uncapped
+    upstream."""
     upstream = Upstream()
     cache = work / "parallel-rss"
     p: Proc | None = None
@@ -96,8 +97,12 @@ def peak_rss_four_big(work: Path) -> float:
             t.join()
         if errors:
             raise errors[0]
-        text = Path(f"/proc/{p.proc.pid}/status").read_text()
-        return int(re.search(r"VmHWM:\s+(\d+) kB", text).group(1)) / 1024  # type: ignore[union-attr]
+        pids = [p.proc.pid] + [int(x) for x in re.findall(r"started \(pid (\d+)\)", p.text())]
+        total = 0
+        for pid in pids:
+            text = Path(f"/proc/{pid}/status").read_text()
+            total += int(re.search(r"VmHWM:\s+(\d+) kB", text).group(1))  # type: ignore[union-attr]
+        return total / 1024
     finally:
         if p is not None:
             p.stop()

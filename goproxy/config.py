@@ -84,7 +84,7 @@ class Config:
     ca_file: str = ""
     not_found_ttl: float = 60.0
     sumdbs: tuple[str, ...] = ("sum.golang.org",)
-    max_connections: int = 512
+    max_connections: int = 10000
     client_timeout: float = 60.0
     shutdown_timeout: float = 10.0
     log_level: str = "info"
@@ -107,6 +107,9 @@ class Config:
     def offline(self) -> bool:
         """Report whether -upstream is off: no outbound connection, the cache is all there is."""
         return self.upstreams == (OFF,)
+    workers: str = "auto"  # worker processes: "auto" (one per usable CPU) or a number
+    header_timeout: float = 10.0  # a whole request head must arrive within this
+    handler_threads: int = 64  # per worker: requests answered at once
 
 
 def _parse_private_upstreams(value: Any) -> tuple[PrivateUpstream, ...]:
@@ -197,6 +200,12 @@ def _parse_nonneg_int(text: str) -> int:
     return parse_int(text, 0)
 
 
+def _parse_workers(text: str) -> str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    return str(parse_int(text, 1))
+
+
 @dataclass(frozen=True)
 class Option:
     """Option is one row of the options table: one name per layer, a parser and a help line."""
@@ -282,9 +291,9 @@ OPTIONS: list[Option] = [
     Option("sumdbs", "sumdbs", "SUMDBS", "sumdbs", parse_list,
            "checksum databases proxied under /sumdb/ (comma-separated names)"),
     Option("max_connections", "max-connections", "MAX_CONNECTIONS", "max_connections",
-           _parse_positive_int, "cap on concurrent client connections"),
+           _parse_positive_int, "open client connections at once, for the whole server"),
     Option("client_timeout", "client-timeout", "CLIENT_TIMEOUT", "client_timeout", parse_duration,
-           "idle timeout on client sockets"),
+           "how long a connection may sit idle between requests, or take nothing of its answer"),
     Option("shutdown_timeout", "shutdown-timeout", "SHUTDOWN_TIMEOUT", "shutdown_timeout",
            parse_duration, "how long shutdown waits for in-flight requests"),
     Option("log_level", "log-level", "LOG_LEVEL", "log_level", _parse_log_level,
@@ -321,6 +330,12 @@ OPTIONS: list[Option] = [
     Option("max_stale", "max-stale", "MAX_STALE", "max_stale", parse_duration,
            "answer a list, @latest or query .info at most this old from the cache at once while it is refreshed "
            "in the background (0s: wait for the refresh)"),
+    Option("workers", "workers", "WORKERS", "workers", _parse_workers,
+           "worker processes sharing the listening socket: a number, or auto (one per CPU this process may use)"),
+    Option("header_timeout", "header-timeout", "HEADER_TIMEOUT", "header_timeout", parse_positive_duration,
+           "how long a client may take to send a whole request head"),
+    Option("handler_threads", "handler-threads", "HANDLER_THREADS", "handler_threads", _parse_positive_int,
+           "threads per worker answering requests; a request waiting on an upstream holds one"),
 ]
 
 _KINDS: dict[Callable[[str], Any], str] = {

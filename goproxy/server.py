@@ -1,56 +1,81 @@
-"""HTTP server: routing, HEAD/GET, /health, response writing, connection cap, graceful shutdown."""
+"""The HTTP/1.1 server of one process: a selectors loop holds every connection that is idle, receiving
+a request head, or taking its answer; a bounded pool of handler threads answers requests."""
 
 from __future__ import annotations
 
 import logging
+import selectors
 import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Protocol
+from typing import Protocol
 
+from .accesslog import AccessLog
 from .config import Config
-from .errors import MethodNotAllowed, ProxyError
+from .conn import BLOCKED, BUSY, CLOSED, DONE, HEAD, IDLE, LINGER, REFILL, WRITE, Conn, ShortBody
+from .http1 import HeadError, Request, find_head_end, parse_head
+from .listen import bind, bound_port, client_host
 from .metrics import Metrics
-from .modpath import Artifact, parse_request
-from .service import Reply, Service
+from .pool import HandlerPool
+from .respond import Answer, Responder, Route
+from .service import Service
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("goproxy.access")
 
-ALLOW = "GET, HEAD"
-# Replies larger than this go out with socket.sendfile; smaller ones with one write.
-SENDFILE_MIN = 64 << 10
-
-
-# A route answers one exact path: called with the request's Host header ("" when absent), it
-# returns (content type, body).
-Route = Callable[[str], tuple[str, bytes]]
+# Bytes read from a client at a time.
+RECV = 64 << 10
+# Connections accepted per readiness event before the loop looks at the others.
+ACCEPT_BATCH = 64
+# How often deadlines are checked, in seconds.
+SWEEP = 0.25
+# How long a closing connection is drained of what the client still sends (nginx's lingering close).
+LINGER_TIME = 2.0
+# How long accepting pauses when the process is out of file descriptors.
+ACCEPT_PAUSE = 0.1
+_LISTENER, _WAKE = object(), object()
+_READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+_BUSY_REPLY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+               b"Content-Length: 38\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+               b"server busy: too many open connections\n")
 
 
 class Background(Protocol):
-    """Background is work beside serving (cache housekeeping): started by cli.serve, stopped by stop()."""
+    """Work beside serving (cache housekeeping): started by its owner, stopped by ProxyServer.stop()."""
 
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
 
 
-class ProxyServer(ThreadingHTTPServer):
-    """ProxyServer is the threaded HTTP server; handlers reach the service through self.server."""
+class ProxyServer:
+    """Serve the module proxy protocol on one listening socket.
 
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
+    One loop thread owns the connections while they wait: for the first byte of a request
+    (-client-timeout between keep-alive requests), for the rest of the head (whole head within
+    -header-timeout, counted from the accept for a new connection), or for the client to take
+    its answer (files by non-blocking sendfile, streams a piece at a time). A request whose head
+    has arrived goes to the handler pool (HandlerPool: -handler-threads), which answers it and
+    any pipelined request after it, in order. So idle connections, slow senders and slow
+    readers hold no thread. At -max-connections (this process's share when several workers
+    share the socket) the longest-waiting idle connection is closed for a new one; with none,
+    the new one gets 503.
 
-    def __init__(self, config: Config, service: Service, metrics: Metrics,
-                 background: Sequence[Background] = (), routes: Mapping[str, Route] | None = None) -> None:
-        """Bind the listening socket (config.host, config.port); serve() or start() serves.
+    Where later features plug in: a TLS context would wrap accepted sockets in _accept, its
+    non-blocking handshake being a state before IDLE driven by the same events; a per-request
+    authorization check belongs in Responder.answer, before routing.
+    """
+
+    def __init__(self, config: Config, service: Service, metrics: Metrics, background: Sequence[Background] = (),
+                 listener: socket.socket | None = None, access: AccessLog | None = None, share: int = 1,
+                 routes: Mapping[str, Route] | None = None) -> None:
+        """Serve on listener (a bound, listening socket, shared by share processes), or bind
+        config.host:config.port when None (raises OSError when that fails).
 
         background jobs are started by their owner and stopped, in order, by stop() once the
-        requests in flight have drained. routes add exact paths (a /health route replaces the
-        plain "ok"); a route raising ProxyError answers with that error's status.
+        requests in flight have drained. access receives the access lines (through logging
+        when None). routes answer exact paths beside /metrics (a /health route replaces the
+        plain "ok").
         """
         self.config = config
         self.service = service
@@ -59,264 +84,517 @@ class ProxyServer(ThreadingHTTPServer):
         self.extra_routes: dict[str, Route] = {
             "/metrics": lambda host: (Metrics.CONTENT_TYPE, self.metrics.render()), **(routes or {})}
         self.background = tuple(background)
+        self.access = access or AccessLog()
+        self.responder = Responder(config, service, metrics, self.access, self.extra_routes)
+        self.listener = listener if listener is not None else bind(config.host, config.port)
+        self.listener.setblocking(False)
+        self.cap = max(1, -(-config.max_connections // max(1, share)))
+        self.pool = HandlerPool(config.handler_threads)
+        self._sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._lock = threading.Lock()
+        self._returned: list[Conn] = []
+        self._sleeping = False
+        self._finished = False
+        self._conns: set[Conn] = set()
+        self._waiting: dict[Conn, None] = {}  # connections waiting for a request head, oldest first
         self.stopping = False
-        self._slots = threading.BoundedSemaphore(config.max_connections)
-        self._active = 0
-        self._idle_cond = threading.Condition()
-        self._conns: set[socket.socket] = set()
+        self._accept_paused = 0.0
+        self._warned_cap = float("-inf")
+        self._done = threading.Event()
+        self._serving = False
+        self._stopped = False
+        self._drained = True
         self._thread: threading.Thread | None = None
-        super().__init__((config.host, config.port), Handler)
 
     @property
     def port(self) -> int:
-        """port is the TCP port actually bound (useful when configured as 0)."""
-        return int(self.server_address[1])
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            log.warning("connection cap %d reached; refusing %s", self.config.max_connections,
-                        client_address[0])
-            _refuse(request, 503, "server busy: too many connections")
-            self.shutdown_request(request)
-            return
-        with self._idle_cond:
-            self._conns.add(request)
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            with self._idle_cond:
-                self._conns.discard(request)
-            self._slots.release()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.exception("unhandled error serving %s", client_address[0])
-
-    def request_started(self) -> None:
-        """request_started counts a request in flight (the drain waits for these)."""
-        with self._idle_cond:
-            self._active += 1
-
-    def request_finished(self) -> None:
-        """request_finished uncounts a request and wakes the drain when none is left."""
-        with self._idle_cond:
-            self._active -= 1
-            self._idle_cond.notify_all()
+        """The TCP port actually bound (useful when configured as 0)."""
+        return bound_port(self.listener)
 
     def start(self) -> ProxyServer:
-        """start serves in a background thread (for tests and embedding) and returns self."""
-        self._thread = threading.Thread(target=self.serve_forever, args=(0.1,), name="goproxy-server",
-                                        daemon=True)
+        """Serve in a background thread (for tests and embedding); return self."""
+        self._thread = threading.Thread(target=self.serve, name="goproxy-server", daemon=True)
         self._thread.start()
         return self
 
-    def stop(self) -> bool:
-        """stop stops accepting, waits up to shutdown_timeout for requests in flight, then closes
-        idle keep-alive connections. Must not be called from the serving thread. True if drained."""
-        self.stopping = True
-        self.shutdown()
-        self.server_close()
-        log.info("stopped accepting connections; waiting up to %gs for %d request(s) in flight",
-                 self.config.shutdown_timeout, self._active)
-        deadline = time.monotonic() + self.config.shutdown_timeout
-        with self._idle_cond:
-            while self._active > 0:
-                left = deadline - time.monotonic()
-                if left <= 0:
+    def serve(self) -> None:
+        """Serve in this thread until stop() has drained the connections or given up on them."""
+        self._serving = True
+        self.access.start()
+        sel = self._sel
+        sel.register(self.listener, _READ, _LISTENER)
+        sel.register(self._wake_r, _READ, _WAKE)
+        next_sweep = 0.0
+        drain_until: float | None = None
+        pool = self.pool
+        try:
+            while True:
+                now = time.monotonic()
+                if self.stopping and drain_until is None:
+                    drain_until = now + self.config.shutdown_timeout
+                    self._begin_drain()
+                if drain_until is not None and (not self._conns or now >= drain_until):
                     break
-                self._idle_cond.wait(left)
-            drained = self._active == 0
-            conns = list(self._conns)
-        for conn in conns:  # wake handlers blocked reading the next request on a keep-alive socket
+                timeout = max(0.0, next_sweep - now)
+                if pool.pending():
+                    timeout = min(timeout, pool.stuck)
+                with self._lock:
+                    if self._returned:
+                        timeout = 0.0
+                    else:
+                        self._sleeping = True
+                events = sel.select(timeout)
+                with self._lock:
+                    self._sleeping = False
+                    back, self._returned = self._returned, []
+                now = time.monotonic()
+                for conn in back:
+                    self._guard(self._resume, conn, now)
+                for key, mask in events:
+                    data = key.data
+                    if data is _LISTENER:
+                        self._accept(now)
+                    elif data is _WAKE:
+                        self._drain_wake()
+                    elif mask & _WRITE:
+                        self._guard(self._write, data, now)
+                    else:
+                        self._guard(self._read, data, now)
+                if pool.pending():
+                    pool.check(now)
+                if now >= next_sweep:
+                    self._sweep(now)
+                    next_sweep = now + SWEEP
+        finally:
+            self._finish()
+
+    def _guard(self, step: Callable[[Conn, float], None], conn: Conn, now: float) -> None:
+        """Run one loop step on conn; an unexpected error closes conn, never the loop."""
+        try:
+            step(conn, now)
+        except Exception:
+            log.exception("internal error on the connection from %s", conn.client)
+            self._close(conn)
+
+    # Accepting.
+
+    def _accept(self, now: float) -> None:
+        for _ in range(ACCEPT_BATCH):
             try:
-                conn.shutdown(socket.SHUT_RDWR)
+                sock, address = self.listener.accept()
+            except BlockingIOError:
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:  # out of file descriptors or buffers: breathe, then go on
+                log.warning("cannot accept connections (%s); pausing %gs", exc.strerror or exc, ACCEPT_PAUSE)
+                self._sel.unregister(self.listener)
+                self._accept_paused = now + ACCEPT_PAUSE
+                return
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
-                pass
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        for job in self.background:
-            job.stop()
-        if drained:
-            log.info("all requests finished; shutdown complete")
-        else:
-            log.warning("shutdown timeout: %d request(s) still running were abandoned", self._active)
-        return drained
+                sock.close()
+                continue
+            conn = Conn(sock, client_host(address))
+            if len(self._conns) >= self.cap and not self._evict(now):
+                self._refuse(conn, now)
+                continue
+            conn.deadline = now + self.config.header_timeout
+            self._conns.add(conn)
+            self._waiting[conn] = None
+            self._watch(conn, _READ)
 
-
-def _refuse(sock: socket.socket, status: int, text: str) -> None:
-    body = (text + "\n").encode()
-    head = (f"HTTP/1.1 {status} Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n")
-    try:
-        sock.settimeout(1.0)
-        sock.sendall(head.encode() + body)
-    except OSError:
-        pass
-
-
-class Handler(BaseHTTPRequestHandler):
-    """Handler parses the path, asks the service, and writes the reply; one instance per connection."""
-
-    server: ProxyServer
-    protocol_version = "HTTP/1.1"
-    server_version = "goproxy"
-    sys_version = ""
-    error_content_type = "text/plain; charset=utf-8"
-
-    def setup(self) -> None:
-        super().setup()
-        self.connection.settimeout(self.server.config.client_timeout)
-        # Replies go out in one write; without NODELAY, Nagle plus delayed ACKs add 40ms each.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def parse_request(self) -> bool:
-        """parse_request adds strictness to the stdlib parser: exactly "METHOD SP target SP
-        HTTP/1.x", so HTTP/0.9 lines and stray spaces are refused with 400."""
-        if not super().parse_request():
+    def _evict(self, now: float) -> bool:
+        """Close the connection that has waited longest for a request head; False when none waits."""
+        if not self._waiting:
             return False
-        words = self.raw_requestline.rstrip(b"\r\n").split(b" ")
-        if len(words) != 3 or not words[2].startswith(b"HTTP/1."):
-            self.send_error(400, "malformed request line")
-            return False
+        oldest = next(iter(self._waiting))
+        log.debug("at %d connections: closing the idle one from %s", self.cap, oldest.client)
+        self._close(oldest)
         return True
 
-    def do_GET(self) -> None:
-        self._handle(head=False)
-
-    def do_HEAD(self) -> None:
-        self._handle(head=True)
-
-    def __getattr__(self, name: str) -> Any:
-        # Any other method (POST, PUT, DELETE, or one never heard of) gets 405 with Allow.
-        if name.startswith("do_"):
-            return self._method_not_allowed
-        raise AttributeError(name)
-
-    def _method_not_allowed(self) -> None:
-        error = MethodNotAllowed(f"method {self.command} not allowed; use GET or HEAD")
-        self._handle(head=False, error=error)
-
-    def _handle(self, head: bool, error: ProxyError | None = None) -> None:
-        started = time.monotonic()
-        self.server.request_started()
-        status, sent, source, endpoint = 500, 0, "", "other"
-        reply: Reply | None = None
+    def _refuse(self, conn: Conn, now: float) -> None:
+        if now - self._warned_cap >= 10.0:
+            self._warned_cap = now
+            log.warning("at %d connections, every one with a request in progress: answering 503", self.cap)
         try:
-            if error is not None:
-                raise error
-            path = self.path.split("?", 1)[0]
-            route = self.server.extra_routes.get(path)
-            if path == "/health" and route is None:
-                endpoint = "health"
-                status, sent = self._send_bytes(200, "text/plain; charset=utf-8", b"ok\n", "no-store", head)
-            elif route is not None:
-                endpoint = path.strip("/") or "page"
-                ctype, body = route(self.headers.get("Host", ""))
-                status, sent = self._send_bytes(200, ctype, body, "no-store", head)
-            else:
-                req = parse_request(path)
-                endpoint = req.kind if isinstance(req, Artifact) else "sumdb"
-                reply = self.server.service.serve(req)
-                source = reply.source
-                status, sent = 200, self._send_reply(reply, head)
-        except ProxyError as exc:
-            status = exc.status
-            sent = self._send_error_text(exc, head)
-        except (ConnectionError, TimeoutError, socket.timeout) as exc:
-            self.close_connection = True
-            log.info("client %s went away during %s %s: %s", self.client_address[0], self.command,
-                     self.path, exc)
-        except Exception:
-            log.exception("internal error serving %s %s", self.command, self.path)
-            status = 500
-            sent = self._send_error_text(ProxyError("internal server error"), head)
-        finally:
-            if reply is not None:
-                reply.close()
-            if self.server.stopping:
-                self.close_connection = True
-            self.server.request_finished()
-        metrics = self.server.metrics
-        metrics.requests.inc(endpoint=endpoint, status=str(status))
-        metrics.bytes_served.inc(sent)
-        if source in ("hit", "miss", "stale"):
-            metrics.cache.inc(result=source)
-        tag = {"hit": "[CACHE HIT] ", "miss": "[CACHE MISS] ", "stale": "[CACHE STALE] "}.get(source, "")
-        access_log.info("%s%s %s %s %d %dB %.1fms", tag, self.client_address[0], self.command,
-                        self.path, status, sent, (time.monotonic() - started) * 1000)
-
-    def _write(self, status: int, headers: list[tuple[str, str]], body: bytes = b"") -> None:
-        """_write sends the status line, headers and a small body in a single write."""
-        reason = self.responses.get(status, ("",))[0]
-        lines = [f"HTTP/1.1 {status} {reason}"]
-        lines += [f"{k}: {v}" for k, v in headers]
-        if self.close_connection:
-            lines.append("Connection: close")
-        self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
-
-    def _send_reply(self, reply: Reply, head: bool) -> int:
-        blob = reply.blob
-        headers = [("Content-Type", reply.content_type), ("Content-Length", str(blob.size)),
-                   ("Cache-Control", reply.cache_control)]
-        if head:
-            self._write(200, headers)
-            return 0
-        if blob.file is None or blob.size < SENDFILE_MIN:
-            body = blob.read()
-            self._write(200, headers, body)
-            return len(body)
-        self._write(200, headers)
-        if blob.sendfile:
-            return int(self.connection.sendfile(blob.file, 0, blob.size))
-        sent = 0
-        while sent < blob.size:
-            data = blob.file.read(min(SENDFILE_MIN, blob.size - sent))
-            if not data:
-                raise ConnectionError(f"storage ended {reply.source} content after {sent} of {blob.size} bytes")
-            self.wfile.write(data)
-            sent += len(data)
-        return sent
-
-    def _send_bytes(self, status: int, ctype: str, body: bytes, cache_control: str,
-                    head: bool) -> tuple[int, int]:
-        headers = [("Content-Type", ctype), ("Content-Length", str(len(body))), ("Cache-Control", cache_control)]
-        self._write(status, headers, b"" if head else body)
-        return status, 0 if head else len(body)
-
-    def _send_error_text(self, exc: ProxyError, head: bool) -> int:
-        body = (exc.message.replace("\n", " ").replace("\r", " ") + "\n").encode("utf-8", "replace")
-        headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
-        if exc.status == 405:
-            headers.append(("Allow", ALLOW))
-        if exc.status in (404, 410):
-            headers.append(("Cache-Control", f"public, max-age={int(self.server.config.not_found_ttl)}"))
-        else:
-            headers.append(("Cache-Control", "no-store"))
-        if exc.status >= 500 and exc.status != 502:
-            self.close_connection = True
-        self._write(exc.status, headers, b"" if head else body)
-        return 0 if head else len(body)
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """send_error answers protocol-level errors (bad request line, huge headers) in plain text."""
-        self.close_connection = True
-        self.request_version = "HTTP/1.1"  # answer even an HTTP/0.9-looking line with a status line
-        text = message or self.responses.get(code, ("error",))[0]
-        body = (text.replace("\n", " ") + "\n").encode("latin-1", "replace")
-        try:
-            self.send_response_only(code)
-            self.send_header("Content-Type", "text/plain; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Connection", "close")
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
+            conn.sock.send(_BUSY_REPLY)
         except OSError:
             pass
-        access_log.info("%s %s %r %d", self.client_address[0], self.command or "-",
-                        (self.requestline or "")[:200], code)
+        conn.close()
 
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s " + format, self.client_address[0], *args)
+    # Reading request heads.
+
+    def _read(self, conn: Conn, now: float) -> None:
+        if conn.state == LINGER:
+            self._linger_read(conn)
+            return
+        try:
+            data = conn.sock.recv(RECV)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._gone(conn, exc, now)
+            self._close(conn)
+            return
+        if not data:
+            self._close(conn)
+            return
+        if conn.state == IDLE:
+            conn.state = HEAD
+            if not conn.fresh:
+                conn.deadline = now + self.config.header_timeout
+        buf = conn.buf + data if conn.buf else data
+        try:
+            end = find_head_end(buf, conn.searched)
+            if end < 0:
+                conn.buf, conn.searched = buf, len(buf)
+                return
+            req = parse_head(buf[:end])
+        except HeadError as err:
+            conn.buf = b""
+            self._send(conn, self.responder.reject(err), now)
+            return
+        conn.buf, conn.searched = buf[end:], 0
+        self._dispatch(conn, req)
+
+    def _dispatch(self, conn: Conn, req: Request) -> None:
+        self._waiting.pop(conn, None)
+        self._unwatch(conn)
+        conn.state = BUSY
+        conn.fresh = False
+        self.pool.submit(lambda: self._serve(conn, req))
+
+    # Answering (in handler threads).
+
+    def _serve(self, conn: Conn, req: Request | None) -> None:
+        """Answer req, then every complete pipelined request after it, and hand conn back.
+
+        With req None, go on with the streamed answer under way: read its next piece first.
+        """
+        if req is not None:
+            conn.load(self.responder.answer(req, self.stopping))
+        else:
+            try:
+                conn.refill()
+            except (OSError, ShortBody) as exc:
+                self._broken(conn, exc)
+                self._hand_back(conn, CLOSED)
+                return
+        while True:
+            result = self._push_here(conn)
+            if result != DONE:
+                self._hand_back(conn, WRITE if result == BLOCKED else CLOSED)
+                return
+            answer = self._complete(conn, time.monotonic())
+            if not answer.keep or self.stopping:
+                self._hand_back(conn, LINGER if answer.linger else CLOSED)
+                return
+            nxt = self._pipelined(conn)
+            if nxt is None:
+                self._hand_back(conn, IDLE)
+                return
+            conn.load(self.responder.reject(nxt) if isinstance(nxt, HeadError)
+                      else self.responder.answer(nxt, self.stopping))
+
+    def _push_here(self, conn: Conn) -> int:
+        """Send in this (handler) thread until done or blocked; CLOSED when the connection failed."""
+        while True:
+            try:
+                result = conn.push()
+                if result != REFILL:
+                    return result
+                conn.refill()
+            except ShortBody as exc:
+                self._broken(conn, exc)
+                return CLOSED
+            except OSError as exc:
+                self._gone(conn, exc, time.monotonic())
+                return CLOSED
+
+    def _pipelined(self, conn: Conn) -> Request | HeadError | None:
+        """Return the next complete request already received, its HeadError, or None."""
+        if not conn.buf:
+            return None
+        try:
+            end = find_head_end(conn.buf, 0)
+            if end < 0:
+                return None
+            req = parse_head(conn.buf[:end])
+        except HeadError as err:
+            conn.buf = b""
+            return err
+        conn.buf = conn.buf[end:]
+        return req
+
+    def _complete(self, conn: Conn, now: float) -> Answer:
+        """Count and log the answer just sent in full, and release its blob."""
+        answer = conn.answer
+        assert answer is not None
+        self.responder.record(answer, conn.client, len(answer.data) - answer.head_len + answer.size, now)
+        conn.release()
+        conn.answer = None
+        return answer
+
+    def _hand_back(self, conn: Conn, after: int) -> None:
+        """Give conn back to the loop, to continue in state after (IDLE, WRITE, LINGER, CLOSED)."""
+        conn.after = after
+        with self._lock:
+            finished = self._finished
+            if not finished:
+                self._returned.append(conn)
+                wake, self._sleeping = self._sleeping, False
+        if finished:
+            conn.close()
+        elif wake:
+            try:
+                self._wake_w.send(b"\0")
+            except OSError:
+                pass
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except OSError:
+            pass
+
+    # Back in the loop: writing, keep-alive, lingering close.
+
+    def _resume(self, conn: Conn, now: float) -> None:
+        after = conn.after
+        if after == CLOSED:
+            self._close(conn)
+        elif after == LINGER:
+            self._linger(conn, now)
+        elif after == WRITE:
+            conn.state = WRITE
+            conn.deadline = now + self.config.client_timeout
+            self._watch(conn, _WRITE)
+        else:
+            self._next(conn, now)
+
+    def _send(self, conn: Conn, answer: Answer, now: float) -> None:
+        """Send an answer made in the loop (a refused head, a timeout) and carry on from there."""
+        self._waiting.pop(conn, None)
+        conn.load(answer)
+        conn.state = WRITE
+        conn.deadline = now + self.config.client_timeout
+        self._write(conn, now)
+
+    def _write(self, conn: Conn, now: float) -> None:
+        before = conn.pushed
+        try:
+            result = conn.push()
+        except ShortBody as exc:
+            self._broken(conn, exc)
+            self._close(conn)
+            return
+        except OSError as exc:
+            self._gone(conn, exc, now)
+            self._close(conn)
+            return
+        if result == BLOCKED:
+            if conn.pushed != before:
+                conn.deadline = now + self.config.client_timeout
+            self._watch(conn, _WRITE)
+        elif result == REFILL:
+            self._unwatch(conn)
+            conn.state = BUSY
+            self.pool.submit(lambda: self._serve(conn, None))
+        else:
+            answer = self._complete(conn, now)
+            if not answer.keep or self.stopping:
+                if answer.linger:
+                    self._linger(conn, now)
+                else:
+                    self._close(conn)
+            else:
+                self._next(conn, now)
+
+    def _next(self, conn: Conn, now: float) -> None:
+        """Wait for the connection's next request (it may be received already)."""
+        if conn.buf:
+            nxt = self._pipelined(conn)
+            if isinstance(nxt, HeadError):
+                self._send(conn, self.responder.reject(nxt), now)
+                return
+            if nxt is not None:
+                self._dispatch(conn, nxt)
+                return
+            conn.state, conn.searched = HEAD, len(conn.buf)
+            conn.deadline = now + self.config.header_timeout
+        elif self.stopping:
+            self._close(conn)
+            return
+        else:
+            conn.state = IDLE
+            conn.deadline = now + self.config.client_timeout
+        self._waiting[conn] = None
+        self._watch(conn, _READ)
+
+    def _linger(self, conn: Conn, now: float) -> None:
+        """Shut the write side and drain what the client still sends, so it reads the answer
+        before the close (closing with unread bytes would reset the connection and lose it)."""
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(conn)
+            return
+        conn.state = LINGER
+        conn.deadline = now + LINGER_TIME
+        self._watch(conn, _READ)
+
+    def _linger_read(self, conn: Conn) -> None:
+        try:
+            if conn.sock.recv(RECV):
+                return
+        except BlockingIOError:
+            return
+        except OSError:
+            pass
+        self._close(conn)
+
+    # Deadlines, failures, closing.
+
+    def _sweep(self, now: float) -> None:
+        if self._accept_paused and now >= self._accept_paused and not self.stopping:
+            self._accept_paused = 0.0
+            self._sel.register(self.listener, _READ, _LISTENER)
+        for conn in [c for c in self._conns if c.state != BUSY and c.deadline <= now]:
+            state = conn.state
+            if state == HEAD:
+                log.info("client %s: request head not complete within %gs; closing", conn.client,
+                         self.config.header_timeout)
+                conn.buf = b""
+                self._send(conn, self.responder.timeout(), now)
+            elif state == WRITE and conn.answer is not None and conn.answer.status != 408:
+                answer = conn.answer
+                log.info("client %s: took nothing of %s %s for %gs; closing", conn.client, answer.method,
+                         answer.target, self.config.client_timeout)
+                self._record_partial(conn, now)
+                self._close(conn)
+            else:
+                self._close(conn)
+
+    def _gone(self, conn: Conn, exc: OSError, now: float) -> None:
+        """Log, in one line, a client that went away (reset, broken pipe) and count what it got."""
+        answer = conn.answer
+        if answer is None:
+            if conn.buf or conn.state == HEAD:
+                log.info("client %s went away while sending a request: %s", conn.client, exc.strerror or exc)
+            return
+        log.info("client %s went away during %s %s after %d of %d bytes: %s", conn.client, answer.method,
+                 answer.target, conn.body_sent(), len(answer.data) - answer.head_len + answer.size,
+                 exc.strerror or exc)
+        self._record_partial(conn, now)
+
+    def _broken(self, conn: Conn, exc: Exception) -> None:
+        """Log an answer cut short by storage: the client sees a short body, never a wrong one."""
+        answer = conn.answer
+        what = f"{answer.method} {answer.target}" if answer else "an answer"
+        log.error("cannot finish %s for %s: %s; closing the connection", what, conn.client, exc)
+        self._record_partial(conn, time.monotonic())
+
+    def _record_partial(self, conn: Conn, now: float) -> None:
+        answer = conn.answer
+        if answer is not None:
+            self.responder.record(answer, conn.client, conn.body_sent(), now)
+            conn.release()
+            conn.answer = None
+
+    def _watch(self, conn: Conn, events: int) -> None:
+        if conn.events == events:
+            return
+        if conn.events:
+            self._sel.modify(conn.sock, events, conn)
+        else:
+            self._sel.register(conn.sock, events, conn)
+        conn.events = events
+
+    def _unwatch(self, conn: Conn) -> None:
+        if conn.events:
+            self._sel.unregister(conn.sock)
+            conn.events = 0
+
+    def _close(self, conn: Conn) -> None:
+        if conn.state == CLOSED:
+            return
+        try:
+            self._unwatch(conn)
+        except (KeyError, ValueError, OSError):
+            conn.events = 0
+        self._conns.discard(conn)
+        self._waiting.pop(conn, None)
+        conn.close()
+
+    # Stopping.
+
+    def _begin_drain(self) -> None:
+        """Stop accepting; close connections idle between requests; let the others finish."""
+        try:
+            if not self._accept_paused:
+                self._sel.unregister(self.listener)
+        except (KeyError, ValueError):
+            pass
+        self.listener.close()
+        for conn in [c for c in self._conns if c.state == IDLE]:
+            self._close(conn)
+        busy = sum(1 for c in self._conns if c.state in (BUSY, WRITE))
+        log.info("stopped accepting connections; waiting up to %gs for %d request(s) in flight",
+                 self.config.shutdown_timeout, busy)
+
+    def _finish(self) -> None:
+        with self._lock:
+            self._finished = True
+            back, self._returned = self._returned, []
+        left = [c for c in self._conns if c.state in (BUSY, WRITE)]
+        self._drained = not left
+        for conn in back:
+            self._close(conn)
+        for conn in list(self._conns):
+            if conn.state == BUSY:  # a handler thread has it: make its next send fail, it closes it
+                try:
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                self._conns.discard(conn)
+            else:
+                self._close(conn)
+        self.pool.close()
+        self._sel.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        self.access.close()
+        self._done.set()
+
+    def stop(self) -> bool:
+        """Stop accepting, wait up to shutdown_timeout for the requests in flight and the answers
+        being sent, close the rest, then stop the background jobs in order. Returns True when
+        everything finished in time. Call it from any thread but the serving one."""
+        if not self._stopped:
+            self._stopped = True
+            self.stopping = True
+            if self._serving:
+                try:
+                    self._wake_w.send(b"\0")
+                except OSError:
+                    pass
+                self._done.wait(self.config.shutdown_timeout + 10)
+            else:
+                self.listener.close()
+                self._finish()
+            if self._thread is not None:
+                self._thread.join(timeout=5)
+            for job in self.background:
+                job.stop()
+            if self._drained:
+                log.info("all requests finished; shutdown complete")
+            else:
+                log.warning("shutdown timeout: requests still running were abandoned")
+        return self._drained

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 MAX_SMALL_SIZE = 16 << 20
 # How long a request waits for another request's fetch of the same artifact.
 WAIT_TIMEOUT = 1800.0
+# The most go.mod fetches started alongside .info misses at once; more .info misses fetch none.
+MAX_PREFETCH = 8
 
 IMMUTABLE_CACHE_CONTROL = "public, max-age=31536000, immutable"
 
@@ -91,6 +93,7 @@ class Service:
         # itself, ("answered", since) once a zip's upstream started sending.
         self._progress: dict[str, tuple[str, float]] = {}
         self._progress_lock = threading.Lock()
+        self._prefetching = threading.BoundedSemaphore(MAX_PREFETCH)
 
     def serve(self, req: Artifact | SumdbRequest) -> Reply:
         """serve returns the reply for a parsed request; raises a ProxyError subclass on failure."""
@@ -142,12 +145,27 @@ class Service:
         if reply is not None:
             return reply
         self._check_not_found(req.key)
+        if isinstance(req, Artifact) and req.kind == "info":
+            self._prefetch_mod(req)
         for _ in range(3):  # cache cleanup may remove it between commit and open: fetch again
             self._wait(req.key, self._start(req, upstream_path), deadline)
             reply = self._open(req, IMMUTABLE_CACHE_CONTROL, "miss")
             if reply is not None:
                 return reply
         raise UpstreamError(f"{req.key} vanished from the cache right after it was fetched")
+
+    def _prefetch_mod(self, info: Artifact) -> None:
+        """Start fetching the go.mod of a canonical version whose .info missed, beside the .info.
+
+        The go command asks for the .mod right after the .info; fetched at the same time, it is
+        in the cache (or on its way, in the same single flight) when that request comes, which
+        saves an upstream round trip per version. Failures are the .mod request's to report.
+        """
+        mod = Artifact("mod", info.module, info.version)
+        key = mod.key
+        if self.flights.in_flight(key) or self.storage.stat(key) is not None or not self._prefetching.acquire(False):
+            return
+        self._start(mod, "/" + key).add_done_callback(lambda _fut: self._prefetching.release())
 
     # Mutable artifacts: fresh hit; stale answered at once while it is refreshed; else wait.
 
@@ -364,8 +382,11 @@ class Service:
         except ProxyError as exc:
             log.error("fetch %s failed: %s", req.key, exc)
             raise
+        elapsed = time.monotonic() - started
+        kind = req.kind if isinstance(req, Artifact) else "sumdb"
+        self.upstreams.metrics.upstream_seconds.observe(elapsed, kind=kind)
         if not zip_artifact:  # fetch_zip logs its own line
-            log.info("fetched %s in %.3fs", req.key, time.monotonic() - started)
+            log.info("fetched %s in %.3fs", req.key, elapsed)
         return True
 
     def _fetch_small(self, req: Artifact | SumdbRequest, upstream_path: str) -> bytes:

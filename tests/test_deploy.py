@@ -81,7 +81,8 @@ def test_systemd_unit_verifies_clean() -> None:
     unit = (ROOT / "deploy" / "goproxy.service").read_text()
     for line in ["Type=notify", "DynamicUser=yes", "StateDirectory=goproxy", "NoNewPrivileges=yes",
                  "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "RestrictAddressFamilies=",
-                 "EnvironmentFile=-/etc/default/goproxy", "Restart=on-failure"]:
+                 "EnvironmentFile=-/etc/default/goproxy", "Restart=on-failure", "ExecReload=/bin/kill -HUP $MAINPID",
+                 "LimitNOFILE="]:
         assert line in unit
 
 

@@ -93,6 +93,14 @@ HOSTILE: list[bytes] = [
     b"POST /example.com/m/@v/list HTTP/1.1",
     b"DELETE /example.com/m/@v/v1.0.0.zip HTTP/1.1",
     b"PUT /example.com/m/@v/v1.0.0.zip HTTP/1.1",
+    # request smuggling shapes: a body on GET, two lengths, a transfer coding beside a length, folding
+    b"GET /example.com/m/@v/list HTTP/1.1\r\nContent-Length: 5",
+    b"GET /example.com/m/@v/list HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 5",
+    b"GET /example.com/m/@v/list HTTP/1.1\r\nTransfer-Encoding: chunked",
+    b"POST /example.com/m/@v/list HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked",
+    b"GET /example.com/m/@v/list HTTP/1.1\r\nX-A: 1\r\n X-B: 2",
+    b"GET /example.com/m/@v/list HTTP/1.1\r\nX-A: 1\rX-B: 2",
+    b"GET /example.com/m/@v/list HTTP/1.1\r\nContent-Length : 5",
 ]
 
 OVERSIZED_HEADERS = [

@@ -8,7 +8,7 @@ from goproxy.metrics import Metrics
 from tests.support.helpers import get
 from tests.support.upstream import Upstream, generate
 
-_SAMPLE = re.compile(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (-?[0-9.e+]+|NaN|\+Inf|-Inf)')
+_SAMPLE = re.compile(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (-?[0-9.]+(?:[eE][+-]?[0-9]+)?|NaN|\+Inf|-Inf)')
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(,|$)')
 
 
@@ -30,7 +30,9 @@ def parse(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
         m = _SAMPLE.fullmatch(line)
         assert m, f"malformed sample line: {line!r}"
         name, labels_text = m.group(1), m.group(3) or ""
-        assert name in types, f"sample {name} before its TYPE"
+        family = name if name in types else re.sub(r"_(bucket|sum|count)$", "", name)
+        assert family in types, f"sample {name} before its TYPE"
+        assert family == name or types[family] == "histogram", f"{name}: a suffix on a {types[family]}"
         labels, pos = [], 0
         while pos < len(labels_text):
             lm = _LABEL.match(labels_text, pos)

@@ -104,7 +104,8 @@ def test_tty_block_of_bars_with_logs_scrolling_above_on_a_real_pty(upstream: Ups
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "goproxy.py"), "-host", "127.0.0.1", "-port", "0",
-         "-cache", str(tmp_path / "cache"), "-upstream", upstream.url, "-download-connections", "1"],
+         "-cache", str(tmp_path / "cache"), "-upstream", upstream.url, "-download-connections", "1",
+         "-workers", "1"],  # live bars are drawn by a single process only
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave, env={"PATH": os.environ["PATH"]})
     os.close(slave)
     out = bytearray()

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(600)
 
 def artifacts(root: Path) -> list[Path]:
     """artifacts lists committed cache files: not in-progress files, not the usage database."""
-    return [p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")
+    return [p for p in root.rglob("*") if p.is_file() and not p.relative_to(root).parts[0].startswith(".")
             and not any(p.name.endswith(s) for s in PARTIAL_SUFFIXES)]
 
 
@@ -30,7 +30,9 @@ def test_disk_full_gives_5xx_keeps_no_partial_and_recovers(procs: list[Proc], up
                                                            tmp_path: Path) -> None:
     m = upstream.add(generate("example.com/full", "v1.0.0", size=400_000))
     cache = tmp_path / "cache"
-    p, port = start(procs, "-host", "127.0.0.1", "-port", "0", "-cache", str(cache), "-upstream", upstream.url)
+    # One process: the file-size limit below is set on it alone.
+    p, port = start(procs, "-host", "127.0.0.1", "-port", "0", "-cache", str(cache), "-upstream", upstream.url,
+                    "-workers", "1")
     # The disk "fills" at 100 KB per file for the proxy process (RLIMIT_FSIZE: writes fail EFBIG).
     resource.prlimit(p.proc.pid, resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))
     status, _, body = get(port, "/example.com/full/@v/v1.0.0.zip")
@@ -50,7 +52,8 @@ def test_kill_9_during_concurrent_downloads_leaves_only_complete_artifacts(
                           for i in range(30)]
     paths = [f"/example.com/k{i}/@v/v1.0.0.{ext}" for i in range(len(mods)) for ext in ("info", "mod", "zip")]
     cache = tmp_path / "cache"
-    args = ["-host", "127.0.0.1", "-port", "0", "-cache", str(cache), "-upstream", upstream.url]
+    # One process, killed outright (a worker's own kill -9 is in test_workers.py).
+    args = ["-host", "127.0.0.1", "-port", "0", "-cache", str(cache), "-upstream", upstream.url, "-workers", "1"]
     for round_ in range(4):
         p, port = start(procs, *args)
         target = upstream.total() + rng.randint(5, 40)

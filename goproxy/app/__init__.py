@@ -6,9 +6,11 @@ frontpage.py the status page; build() puts them together in dependency order.
 
 from __future__ import annotations
 
+import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
+from ..accesslog import AccessLog
 from ..airgap.gosum import GoSumVerifier, Want
 from ..config import Config
 from ..download import Downloader
@@ -17,7 +19,8 @@ from ..health import Health
 from ..metrics import Metrics
 from ..progress import Progress
 from ..readiness import Readiness
-from ..server import ProxyServer, Route
+from ..respond import Route
+from ..server import Background, ProxyServer
 from ..service import Service
 from ..singleflight import SingleFlight
 from ..storage.cleanup import Housekeeping
@@ -36,19 +39,22 @@ from .network import (
 from .parts import App
 from .stores import build_coordination, build_storage
 
-__all__ = ["App", "build", "build_server", "build_transport", "build_upstreams"]
+__all__ = ["App", "build", "build_housekeeping", "build_server", "build_transport", "build_upstreams"]
 
 
 def build(config: Config, clock: Clock = time.time, sleep: Sleep = time.sleep,
-          progress: Progress | None = None, gosum: Mapping[tuple[str, str], Want] | None = None) -> App:
+          progress: Progress | None = None, gosum: Mapping[tuple[str, str], Want] | None = None,
+          metrics: Metrics | None = None, on_use: Callable[[str], None] | None = None) -> App:
     """Return every part of the proxy for config, wired; nothing is started.
 
     clock and sleep are injectable for tests; progress shows zip downloads (off when None).
     gosum, when given, are go.sum hashes every fetched zip and go.mod must also match (prefetch).
+    metrics is where counts go (a worker's slot of the server's shared region; a private
+    registry when None); on_use receives the uses of artifacts (the usage stores when None).
     Raises StartupError when the cache directory cannot be made, or a shared store (bucket,
     Redis) cannot be reached or its client is not installed.
     """
-    metrics = Metrics()
+    metrics = metrics or Metrics()
     storage, local = build_storage(config)
     upstreams: Upstreams
     if config.offline:
@@ -66,30 +72,48 @@ def build(config: Config, clock: Clock = time.time, sleep: Sleep = time.sleep,
     downloader = Downloader(storage, upstreams, verifier, progress or Progress("off"), metrics, clock,
                             config.download_connections, config.max_concurrent_downloads)
     service = Service(config, storage, upstreams, flights, verifier, downloader, coordination.locks,
-                      coordination.record(), clock, sumdbs=sources)
+                      on_use or coordination.record, clock, sumdbs=sources)
     readiness = Readiness(coordination.checks, service.health)
     return App(config, metrics, storage, local, upstreams.transport, upstreams, verifier, flights, downloader,
                coordination, service, readiness)
 
 
 def build_server(config: Config, clock: Clock = time.time, sleep: Sleep = time.sleep,
-                 progress: Progress | None = None) -> ProxyServer:
+                 progress: Progress | None = None, listener: socket.socket | None = None,
+                 metrics: Metrics | None = None, on_use: Callable[[str], None] | None = None,
+                 access: AccessLog | None = None, share: int = 1) -> ProxyServer:
     """Return a bound, not yet serving server for config.
 
-    Its background jobs, in order: cache housekeeping, the traffic history sampler, and the
-    capture of warnings for the front page. /health reports a degraded shared store or a down
-    upstream, and /ready fails (503) while a shared store is unreachable. Raises StartupError
-    when the cache directory cannot be made, a shared store cannot be reached, or the address
-    cannot be bound.
+    Alone (listener None) it binds config's address and its background jobs are, in order: cache
+    housekeeping, the traffic history sampler, and the capture of warnings for the front page.
+    As one of share workers on the parent's listener it has no housekeeping (the parent runs
+    it): metrics is its slot of the shared region and on_use sends uses to the parent.
+    /health reports a degraded shared store or a down upstream, and /ready fails (503) while a
+    shared store is unreachable. Raises StartupError when the cache directory cannot be made, a
+    shared store cannot be reached, or the address cannot be bound.
     """
     progress = progress or Progress("off")
-    app = build(config, clock, sleep, progress)
-    housekeeping = Housekeeping(app.coordination.usages, app.coordination.cleaners, config.cleanup_interval)
+    app = build(config, clock, sleep, progress, metrics=metrics, on_use=on_use)
     status, history, ring = build_status(config, app, progress, clock)
+    background: list[Background] = [history, LogCapture(ring)]
+    if listener is None:
+        background.insert(0, Housekeeping(app.coordination.usages, app.coordination.cleaners,
+                                          config.cleanup_interval))
     routes: dict[str, Route] = {"/health": lambda host: app.readiness.health(),
                                 "/ready": lambda host: app.readiness.ready(), **status_routes(status, config)}
     try:
-        return ProxyServer(config, app.service, app.metrics, background=[housekeeping, history, LogCapture(ring)],
-                           routes=routes)
+        return ProxyServer(config, app.service, app.metrics, background=background, routes=routes,
+                           listener=listener, access=access, share=share)
     except OSError as exc:
         raise StartupError(f"cannot listen on {config.host or '0.0.0.0'}:{config.port}: {exc.strerror}") from None
+
+
+def build_housekeeping(config: Config, metrics: Metrics, clock: Clock = time.time) -> Housekeeping:
+    """Return the housekeeping of a server whose workers are other processes (run by the parent).
+
+    Cleanup treats a key as in use while any process holds its fetch lock. Raises StartupError
+    when the cache directory cannot be made or a shared store cannot be reached.
+    """
+    storage, local = build_storage(config)
+    coordination = build_coordination(config, storage, local, metrics, clock, lambda key: False)
+    return Housekeeping(coordination.usages, coordination.cleaners, config.cleanup_interval)

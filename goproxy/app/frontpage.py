@@ -10,7 +10,7 @@ from .. import __version__
 from ..config import Config
 from ..page import PAGE_TYPE, proxy_address, render
 from ..progress import Progress
-from ..server import Route
+from ..respond import Route
 from ..status.cachecount import CacheCounter
 from ..status.logring import WarningRing
 from ..status.model import to_json

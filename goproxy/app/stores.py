@@ -13,7 +13,7 @@ from ..config import Config
 from ..coord import RedisLocks, RedisUsage
 from ..coord import connect as connect_redis
 from ..errors import StartupError, StoreUnavailable
-from ..locks import KeyLocks, LocalOnly
+from ..locks import FileLocks, KeyLocks
 from ..metrics import Metrics
 from ..net.dial import mask_url
 from ..net.proxy import NoProxy, parse_proxy_url
@@ -94,25 +94,19 @@ class Coordination:
     cleaners: list[Cleaner]
     checks: list[tuple[str, Callable[[], None]]]
 
-    def record(self) -> Callable[[str], None]:
-        """Return the function that records a use in every usage store."""
-        if len(self.usages) == 1:
-            return self.usages[0].record
-        usages = self.usages
-
-        def record(key: str) -> None:
-            for u in usages:
-                u.record(key)
-
-        return record
+    def record(self, key: str, at: float | None = None) -> None:
+        """Record a use of key (at that time, or now) in every usage store."""
+        for u in self.usages:
+            u.record(key, at)
 
 
 def build_coordination(config: Config, storage: Storage, local: DiskStorage, metrics: Metrics, clock: Clock,
                        in_flight: Callable[[str], bool]) -> Coordination:
     """Return the locks, usage stores and cleaners for storage (Redis ones with -lock).
 
-    in_flight(key) says a fetch of key runs in this process. Raises StartupError when Redis
-    cannot be reached or redis-py is missing.
+    in_flight(key) says a fetch of key runs in this process; without Redis, the processes
+    sharing the local disk lock keys with files under it. Raises StartupError when Redis cannot
+    be reached or redis-py is missing.
     """
     checks: list[tuple[str, Callable[[], None]]] = []
     if isinstance(storage, S3Storage):
@@ -124,9 +118,10 @@ def build_coordination(config: Config, storage: Storage, local: DiskStorage, met
         redis_locks = RedisLocks(client, namespace)
         log.info("replica coordination: %s", mask_url(config.lock_url))
         checks.append(("lock service", redis_locks.check))
-    shared_in_flight = in_flight
-    if redis_locks is not None:
-        shared_in_flight = lambda key: in_flight(key) or redis_locks.held(key)  # noqa: E731
+    file_locks = FileLocks(local.root)
+    locks: KeyLocks = redis_locks or file_locks
+    held = redis_locks.held if redis_locks is not None else file_locks.busy
+    shared_in_flight = lambda key: in_flight(key) or held(key)  # noqa: E731
     usage: Usage
     if redis_locks is not None:
         usage = RedisUsage(redis_locks.client, redis_locks.namespace, clock)
@@ -136,10 +131,10 @@ def build_coordination(config: Config, storage: Storage, local: DiskStorage, met
     if storage is local:  # one cache: its size and age limits
         cleaner = Cleaner(storage, usage, clock, config.max_cache_age, config.max_cache_size, shared_in_flight,
                           metrics, exclusive)
-        return Coordination(redis_locks or LocalOnly(), usage, cleaner, [usage], [cleaner], checks)
+        return Coordination(locks, usage, cleaner, [usage], [cleaner], checks)
     # The bucket ages out; the local tier keeps under the size limit.
     cleaner = Cleaner(storage, usage, clock, config.max_cache_age, 0, shared_in_flight, metrics, exclusive)
     local_usage = UsageStore(local.root, clock)
-    local_cleaner = Cleaner(local, local_usage, clock, 0, config.max_cache_size, in_flight)
-    return Coordination(redis_locks or LocalOnly(), usage, cleaner, [usage, local_usage], [cleaner, local_cleaner],
-                        checks)
+    local_cleaner = Cleaner(local, local_usage, clock, 0, config.max_cache_size,
+                            lambda key: in_flight(key) or file_locks.busy(key))
+    return Coordination(locks, usage, cleaner, [usage, local_usage], [cleaner, local_cleaner], checks)

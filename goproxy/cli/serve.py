@@ -5,28 +5,40 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
+import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from .. import __version__
-from ..app import build_server
+from .. import config as cfg
+from ..accesslog import AccessLog
+from ..app import build_housekeeping, build_server
 from ..config import Config
 from ..errors import StartupError
+from ..listen import bind, bound_port, describe, raise_open_files_limit
+from ..metrics import Metrics
 from ..net.dial import mask_url
 from ..net.dns import parse_dns_server
 from ..net.proxy import parse_proxy_url
 from ..progress import Progress
 from ..sdnotify import Notifier
 from ..server import ProxyServer
+from ..shm import Region
+from ..storage.usage import UsageForwarder
 from ..values import format_duration
+from ..worker import Control, write_fd
+from ..worker import run as run_worker_process
+from ..workers import Supervisor, worker_count
+from .common import parse_flags, setup_logging
 
 log = logging.getLogger("goproxy")
 
 
-def log_startup(config: Config, server: ProxyServer) -> None:
+def log_startup(config: Config, address: str, workers: int) -> None:
     """Log the configuration the proxy runs with, secrets masked."""
     log.info("goproxy %s starting", __version__)
-    log.info("listening on %s:%d", config.host or "0.0.0.0", server.port)
+    log.info("listening on %s with %d worker process%s", address, workers, "" if workers == 1 else "es")
     log.info("cache directory: %s", os.path.abspath(config.cache_dir))
     log.info("upstreams: %s", ", ".join(mask_url(u) for u in config.upstreams))
     log_network(config)
@@ -58,19 +70,30 @@ def log_network(config: Config) -> None:
         log.info("trusted CA certificates: %s", config.ca_file)
 
 
-def serve(config: Config, environ: Mapping[str, str], progress: Progress | None = None) -> int:
+def serve(config: Config, environ: Mapping[str, str], progress: Progress | None = None,
+          reload: Callable[[], Config] | None = None) -> int:
     """Run the proxy until SIGINT or SIGTERM, then drain; return the exit status.
 
-    Under systemd (NOTIFY_SOCKET in environ) it reports READY=1 once listening and STOPPING=1
-    when a stop begins. Returns 1 when the proxy cannot start (logged with the reason).
+    With -workers above 1 (and fork available) the parent binds, forks the workers and
+    supervises them; SIGHUP reloads the configuration with reload (by default the flags this
+    process was started with, the environment and the config file, read again). Under systemd
+    (NOTIFY_SOCKET in environ) it reports READY=1 once every worker accepts, RELOADING=1 and
+    STOPPING=1 when those begin. Returns 1 when the proxy cannot start (logged with the reason).
     """
     notifier = Notifier(environ.get("NOTIFY_SOCKET"))
+    soft, hard = raise_open_files_limit()
+    if 0 < soft < config.max_connections + 100:
+        log.warning("the open-files limit (%d) is below -max-connections (%d): raise it (ulimit -n, LimitNOFILE)",
+                    soft, config.max_connections)
+    count = worker_count(config.workers)
+    if count > 1 and hasattr(os, "fork"):
+        return _supervise(config, count, environ, notifier, progress, reload or _reloader(environ))
     try:
-        server = build_server(config, progress=progress)
+        server = build_server(config, progress=progress, access=AccessLog(_access_writer(progress)))
     except StartupError as exc:
         log.error("%s", exc)
         return 1
-    log_startup(config, server)
+    log_startup(config, describe(server.listener), 1)
     for job in server.background:
         job.start()
     log.info("Set GOPROXY=http://localhost:%d,direct", server.port)
@@ -81,7 +104,7 @@ def serve(config: Config, environ: Mapping[str, str], progress: Progress | None 
             return
         log.info("received %s; shutting down", signal.Signals(signum).name)
         notifier.notify("STOPPING=1")
-        # shutdown() blocks until serve_forever returns, so it must run off the serving thread.
+        # stop() waits for the loop to finish draining, so it must run off the serving thread.
         t = threading.Thread(target=server.stop, name="goproxy-stop")
         stopper.append(t)
         t.start()
@@ -89,8 +112,85 @@ def serve(config: Config, environ: Mapping[str, str], progress: Progress | None 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     notifier.notify("READY=1", f"STATUS=serving on port {server.port}")
-    server.serve_forever(0.1)
+    server.serve()
     if stopper:
         stopper[0].join()
     log.info("goproxy stopped")
     return 0
+
+
+def _supervise(config: Config, count: int, environ: Mapping[str, str], notifier: Notifier,
+               progress: Progress | None, reload: Callable[[], Config]) -> int:
+    """Bind, run the housekeeping here, and keep count worker processes serving."""
+    region = Region(max(16, 2 * count + 2))
+    try:
+        listener = bind(config.host, config.port)
+        housekeeping = build_housekeeping(config, Metrics(region, 0))
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", config.host or "*", config.port, exc.strerror or exc)
+        return 1
+    except StartupError as exc:
+        log.error("%s", exc)
+        return 1
+    port = bound_port(listener)
+    log_startup(config, describe(listener), count)
+    mode = "lines" if progress is not None and progress.mode == "tty" else (progress.mode if progress else "off")
+    jobs = [housekeeping]
+
+    def run_worker(index: int, cfg: Config, control: socket.socket, slot: int) -> int:
+        def build(c: Config, sock: socket.socket, reg: Region, s: int, on_use: Callable[[str], None],
+                  access: AccessLog) -> ProxyServer:
+            return build_server(c, progress=Progress(mode, sys.stderr), listener=sock, metrics=Metrics(reg, s),
+                                on_use=on_use, access=access, share=worker_count(c.workers))
+
+        def forward(ctl: Control) -> tuple[Callable[[str], None], Callable[[], None]]:
+            forwarder = UsageForwarder(ctl.send).start()
+            return forwarder.record, forwarder.close
+
+        return run_worker_process(index, cfg, listener, control, region, slot, build, forward, setup_logging)
+
+    def on_ready() -> None:
+        log.info("Set GOPROXY=http://localhost:%d,direct", port)
+        notifier.notify("READY=1", f"STATUS=serving on port {port} with {count} workers")
+
+    def on_config(new: Config) -> None:
+        logging.getLogger().setLevel(getattr(logging, new.log_level.upper()))
+        try:
+            fresh = build_housekeeping(new, Metrics(region, 0))
+        except StartupError as exc:
+            log.error("reload: keeping the cache housekeeping as it was: %s", exc)
+            return
+        jobs[0].stop()
+        jobs[0] = fresh
+        fresh.start()
+
+    def on_use(key: str, when: float) -> None:
+        for store in jobs[0].stores:
+            store.record(key, when)
+
+    housekeeping.start()
+    supervisor = Supervisor(config, count, region, run_worker, reload, notifier, on_use, on_ready, on_config)
+    try:
+        status = supervisor.run()
+    finally:
+        jobs[0].stop()
+        listener.close()
+    log.info("goproxy stopped")
+    return status
+
+
+def _reloader(environ: Mapping[str, str]) -> Callable[[], Config]:
+    """Return a function loading the configuration again from this process's flags, environ and file."""
+    flags, _ = parse_flags(sys.argv[1:], booleans=frozenset({"h", "help", "version"}))
+
+    def load() -> Config:
+        return cfg.load(flags, environ)
+
+    return load
+
+
+def _access_writer(progress: Progress | None) -> Callable[[str], None]:
+    """Return where access lines go: above the progress bars on a terminal, else straight to stderr."""
+    if progress is not None and progress.mode == "tty":
+        return progress.write_above
+    return write_fd(2)

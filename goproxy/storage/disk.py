@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import mmap
 import os
 import secrets
+import struct
 import threading
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -17,6 +19,9 @@ from .base import DISK_ERRNOS, Blob, Fence, Stat, Storage, check_fence, storage_
 # Immutable artifacts up to MEMO_MAX bytes are also kept in memory, MEMO_BUDGET bytes in all.
 MEMO_MAX = 16 << 10
 MEMO_BUDGET = 32 << 20
+# GENERATION_NAME is a root file holding 8 bytes that every deletion, in any process, changes.
+GENERATION_NAME = ".generation"
+_GEN = struct.Struct("=Q")
 
 def _stat(key: str, st: os.stat_result) -> Stat:
     return Stat(key, st.st_size, st.st_mtime, f"{st.st_ino}:{st.st_mtime_ns}")
@@ -30,10 +35,36 @@ class DiskStorage(Storage):
     """
 
     def __init__(self, root: str) -> None:
+        """Use the directory root (which must exist to keep anything in memory: see _generation)."""
         self.root = os.path.abspath(root)
-        self._memo: dict[str, bytes] = {}  # small immutable files, oldest first
+        self._memo: dict[str, tuple[bytes, int]] = {}  # small immutable files and the generation read with them
         self._memo_bytes = 0
         self._memo_lock = threading.Lock()
+        self._gen = self._map_generation()
+
+    def _map_generation(self) -> mmap.mmap | None:
+        """Map root/.generation, so reading it costs no system call; None (no memo) when it cannot be."""
+        try:
+            fd = os.open(os.path.join(self.root, GENERATION_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError:
+            return None
+        try:
+            if os.fstat(fd).st_size < _GEN.size:
+                os.ftruncate(fd, _GEN.size)
+            return mmap.mmap(fd, _GEN.size)
+        except (OSError, ValueError):
+            return None
+        finally:
+            os.close(fd)
+
+    def generation(self) -> int:
+        """Return the deletion generation: it changes whenever any process deletes from this cache."""
+        return _GEN.unpack_from(self._gen)[0] if self._gen is not None else -1
+
+    def _bump(self) -> None:
+        """Change the generation after a deletion, to a random value no reader can have seen."""
+        if self._gen is not None:
+            _GEN.pack_into(self._gen, 0, int.from_bytes(os.urandom(8), "little"))
 
     def path(self, key: str) -> str:
         """Return the absolute file path of key; raise BadRequest if it would leave the root."""
@@ -49,12 +80,17 @@ class DiskStorage(Storage):
 
         With immutable, a file of up to MEMO_MAX bytes comes back as its bytes and is kept in
         memory (oldest out first) until the key is written or deleted here, so a hit costs no
-        open/fstat/read/close, each of which hands the interpreter lock around.
+        open/fstat/read/close, each of which hands the interpreter lock around. A deletion by
+        any process sharing the cache (cleanup, cache gc) changes the generation file: a kept
+        copy read before it is checked against the disk again before it is served.
         """
+        gen = self.generation()
         if immutable:
-            body = self._memo.get(key)
-            if body is not None:
-                return Blob(len(body), 0.0, body=body)
+            kept = self._memo.get(key)
+            if kept is not None:
+                if kept[1] == gen:
+                    return Blob(len(kept[0]), 0.0, body=kept[0])
+                self._forget(key)
         try:
             f = open(self.path(key), "rb")  # noqa: SIM115 - the Blob owns the file
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
@@ -64,19 +100,20 @@ class DiskStorage(Storage):
             return Blob(st.st_size, st.st_mtime, file=f, sendfile=True)
         with f:
             body = f.read(MEMO_MAX + 1)
-        with self._memo_lock:
-            if key not in self._memo:
-                self._memo[key] = body
-                self._memo_bytes += len(body)
-                while self._memo_bytes > MEMO_BUDGET:
-                    self._memo_bytes -= len(self._memo.pop(next(iter(self._memo))))
+        if self._gen is not None:
+            with self._memo_lock:
+                if key not in self._memo:
+                    self._memo[key] = (body, gen)
+                    self._memo_bytes += len(body)
+                    while self._memo_bytes > MEMO_BUDGET:
+                        self._memo_bytes -= len(self._memo.pop(next(iter(self._memo)))[0])
         return Blob(len(body), st.st_mtime, body=body)
 
     def _forget(self, key: str) -> None:
         with self._memo_lock:
-            body = self._memo.pop(key, None)
-            if body is not None:
-                self._memo_bytes -= len(body)
+            kept = self._memo.pop(key, None)
+            if kept is not None:
+                self._memo_bytes -= len(kept[0])
 
     def stat(self, key: str) -> Stat | None:
         """Return the committed file's Stat for key, or None when absent."""
@@ -178,15 +215,18 @@ class DiskStorage(Storage):
             os.rename(final, aside)
         except FileNotFoundError:
             return False
+        self._bump()
         self._forget(key)
         os.unlink(aside)
         return True
 
     def scan(self) -> Iterator[Stat]:
-        """Yield every file under the root but the root's own (the usage database)."""
-        for dirpath, _dirnames, filenames in os.walk(self.root):
+        """Yield every file under the root but the root's own (the usage database, the generation)
+        and those of its dot directories (fetch locks)."""
+        for dirpath, dirnames, filenames in os.walk(self.root):
             rel = os.path.relpath(dirpath, self.root)
             if rel == ".":
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
                 continue
             prefix = rel.replace(os.sep, "/") + "/"
             for name in filenames:

@@ -70,9 +70,14 @@ class Usage(abc.ABC):
         self._thread: threading.Thread | None = None
         self._failing = False
 
-    def record(self, key: str) -> None:
-        """record notes that key was requested now; memory only, never blocks on the store."""
-        self._pending[key] = self.clock()
+    def record(self, key: str, at: float | None = None) -> None:
+        """Note that key was requested at (now when None); memory only, never blocks on the store.
+
+        A later use already buffered is kept.
+        """
+        t = self.clock() if at is None else at
+        if at is None or t > self._pending.get(key, float("-inf")):
+            self._pending[key] = t
 
     def used_since_flush(self, key: str) -> bool:
         """used_since_flush reports a use of key buffered and not yet flushed."""
@@ -260,3 +265,69 @@ class UsageStore(Usage):
             if self._db is not None:
                 self._db.close()
                 self._db = None
+
+
+class UsageForwarder:
+    """Buffer a worker's uses in memory and send them to the process that owns the usage database.
+
+    record() only stores into a dict, as UsageStore.record does; every interval seconds (and at
+    close) the buffered uses go out as one message of "use <time> <key>" lines through send.
+    A failed send keeps nothing: the uses of that interval are lost, as a crash would lose them.
+    """
+
+    def __init__(self, send: Callable[[str], None], clock: Callable[[], float] = time.time,
+                 interval: float = FLUSH_INTERVAL) -> None:
+        self.send = send
+        self.clock = clock
+        self.interval = interval
+        self._pending: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def record(self, key: str) -> None:
+        """Note that key was requested now; memory only."""
+        self._pending[key] = self.clock()
+
+    def flush(self) -> int:
+        """Send the buffered uses now; return how many were sent."""
+        taken = []
+        for key in list(self._pending):
+            t = self._pending.pop(key, None)
+            if t is not None and "\n" not in key and " " not in key:
+                taken.append(f"use {t!r} {key}")
+        if taken:
+            try:
+                self.send("\n".join(taken))
+            except OSError as exc:
+                log.warning("cannot hand %d last-used time(s) to the parent process: %s", len(taken), exc)
+                return 0
+        return len(taken)
+
+    def start(self) -> UsageForwarder:
+        """Start the sending thread (a daemon); returns self."""
+        self._thread = threading.Thread(target=self._run, name="goproxy-usage-forward", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.flush()
+
+    def close(self) -> None:
+        """Stop the thread and send what is left; idempotent."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.flush()
+
+
+def parse_use(line: str) -> tuple[str, float] | None:
+    """Return (key, time) of a "use <time> <key>" line from a worker, or None when malformed."""
+    parts = line.split(" ")
+    if len(parts) != 3 or parts[0] != "use":
+        return None
+    try:
+        return parts[2], float(parts[1])
+    except ValueError:
+        return None

@@ -1,0 +1,181 @@
+"""What to answer a parsed request: routing, the service's reply or the error's status, response
+heads, and the access line and metrics of each exchange."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from .accesslog import AccessLog
+from .config import Config
+from .errors import MethodNotAllowed, ProxyError
+from .http1 import HeadError, Request, format_head
+from .metrics import Metrics
+from .modpath import Artifact, SumdbRequest, parse_request
+from .service import Service
+from .storage.base import Blob
+
+log = logging.getLogger("goproxy.server")
+
+ALLOW = "GET, HEAD"
+# Bodies smaller than this go out with the head in one write, read into memory if need be.
+SENDFILE_MIN = 64 << 10
+# Parsed request paths remembered (the module path checks cost more than the rest of a hit).
+PARSE_CACHE = 8192
+_TAGS = {"hit": "[CACHE HIT] ", "miss": "[CACHE MISS] ", "stale": "[CACHE STALE] "}
+_TEXT = "text/plain; charset=utf-8"
+
+# A route answers one exact path: called with the request's Host header ("" when absent), it
+# returns (content type, body), or raises a ProxyError to answer with that error's status.
+Route = Callable[[str], tuple[str, bytes]]
+
+
+class Answer:
+    """One response being sent: its head and a small body as data, then size bytes of blob if any.
+
+    keep: another request may follow on the connection. linger: the request may have sent
+    bytes the server did not read, so close by shutting down the write side and draining.
+    """
+
+    __slots__ = ("status", "data", "head_len", "blob", "size", "keep", "linger", "endpoint", "source", "method",
+                 "target", "started")
+
+    def __init__(self, status: int, head: bytes, body: bytes, blob: Blob | None, size: int, keep: bool,
+                 linger: bool, endpoint: str, source: str, method: str, target: str, started: float) -> None:
+        """Send head and body, then size bytes of blob (when not None)."""
+        self.status, self.data, self.head_len = status, head + body if body else head, len(head)
+        self.blob, self.size = blob, size
+        self.keep, self.linger = keep, linger
+        self.endpoint, self.source, self.method, self.target, self.started = endpoint, source, method, target, started
+
+
+class Responder:
+    """Answer requests: the extra routes, /health (unless a route answers it), and the protocol's
+    paths through the service.
+
+    Errors map to responses here, by class: a ProxyError gives its status and message as one
+    line of text; anything else is logged with its traceback and answered 500.
+    """
+
+    def __init__(self, config: Config, service: Service, metrics: Metrics, access: AccessLog,
+                 extra_routes: dict[str, Route]) -> None:
+        self.config = config
+        self.service = service
+        self.metrics = metrics
+        self.access = access
+        self.extra_routes = extra_routes
+        self._parsed: dict[str, Artifact | SumdbRequest] = {}
+        self._not_found_control = f"public, max-age={int(config.not_found_ttl)}"
+
+    def answer(self, req: Request, stopping: bool) -> Answer:
+        """Return the answer to req; never raises. stopping closes the connection after it."""
+        started = time.monotonic()
+        method, target = req.method, req.target
+        head = method == "HEAD"
+        keep = req.keep_alive and not stopping
+        extra: list[tuple[str, str]] = []
+        if keep and req.version == "HTTP/1.0":
+            extra.append(("Connection", "keep-alive"))
+        endpoint = "other"
+        try:
+            if method != "GET" and not head:
+                raise MethodNotAllowed(f"method {method} not allowed; use GET or HEAD")
+            path = target.partition("?")[0]
+            route = self.extra_routes.get(path)
+            if route is not None:
+                endpoint = path.strip("/") or "page"
+                ctype, body = route(req.header("host"))
+                return self._bytes(200, ctype, body, "no-store", extra, keep, req, endpoint, started)
+            if path == "/health":
+                endpoint = "health"
+                return self._bytes(200, _TEXT, b"ok\n", "no-store", extra, keep, req, endpoint, started)
+            parsed = self._parse(path)
+            endpoint = parsed.kind if isinstance(parsed, Artifact) else "sumdb"
+            reply = self.service.serve(parsed)
+        except ProxyError as exc:
+            return self._error(exc, extra, keep, req, endpoint, started)
+        except Exception:
+            log.exception("internal error serving %s %s", method, target)
+            return self._error(ProxyError("internal server error"), extra, False, req, endpoint, started)
+        blob = reply.blob
+        size = blob.size
+        headers = [("Content-Type", reply.content_type), ("Content-Length", str(size)),
+                   ("Cache-Control", reply.cache_control), *extra]
+        data = format_head(200, headers, close=not keep)
+        if head:
+            blob.close()
+            return Answer(200, data, b"", None, 0, keep, req.has_body, endpoint, reply.source, method, target, started)
+        if blob.body is not None or size < SENDFILE_MIN:
+            try:
+                body = blob.read()
+            except OSError as exc:
+                blob.close()
+                return self._error(ProxyError(f"cannot read {parsed.key} from the cache: {exc}"), extra, False, req,
+                                   endpoint, started)
+            blob.close()
+            if len(body) != size:
+                log.error("%s: read %d bytes of %d from the cache", parsed.key, len(body), size)
+                return self._error(ProxyError("cache read came up short"), extra, False, req, endpoint, started)
+            return Answer(200, data, body, None, 0, keep, req.has_body, endpoint, reply.source, method, target,
+                          started)
+        return Answer(200, data, b"", blob, size, keep, req.has_body, endpoint, reply.source, method, target, started)
+
+    def _parse(self, path: str) -> Artifact | SumdbRequest:
+        parsed = self._parsed.get(path)
+        if parsed is None:
+            parsed = parse_request(path)
+            if len(self._parsed) >= PARSE_CACHE:
+                self._parsed.clear()
+            self._parsed[path] = parsed
+        return parsed
+
+    def _bytes(self, status: int, ctype: str, body: bytes, control: str, extra: list[tuple[str, str]], keep: bool,
+               req: Request, endpoint: str, started: float) -> Answer:
+        headers = [("Content-Type", ctype), ("Content-Length", str(len(body))), ("Cache-Control", control), *extra]
+        head = format_head(status, headers, close=not keep)
+        return Answer(status, head, b"" if req.method == "HEAD" else body, None, 0, keep, req.has_body, endpoint, "",
+                      req.method, req.target, started)
+
+    def _error(self, exc: ProxyError, extra: list[tuple[str, str]], keep: bool, req: Request, endpoint: str,
+               started: float) -> Answer:
+        status = exc.status
+        if status >= 500 and status != 502:
+            keep = False
+        headers = []
+        if status == 405:
+            headers.append(("Allow", ALLOW))
+        control = self._not_found_control if status in (404, 410) else "no-store"
+        body = (exc.message.replace("\n", " ").replace("\r", " ") + "\n").encode("utf-8", "replace")
+        headers += [("Content-Type", _TEXT), ("Content-Length", str(len(body))), ("Cache-Control", control)]
+        headers += extra if keep else []
+        head = format_head(status, headers, close=not keep)
+        return Answer(status, head, b"" if req.method == "HEAD" else body, None, 0, keep, req.has_body, endpoint, "",
+                      req.method, req.target, started)
+
+    def reject(self, err: HeadError) -> Answer:
+        """Return the answer to a request head the parser refused: its status, then close."""
+        body = (err.message + "\n").encode("utf-8", "replace")
+        head = format_head(err.status, [("Content-Type", _TEXT), ("Content-Length", str(len(body))),
+                                        ("Cache-Control", "no-store")], close=True)
+        return Answer(err.status, head, body, None, 0, False, True, "other", "", "-", "-", time.monotonic())
+
+    def timeout(self) -> Answer:
+        """Return the answer to a request head that did not arrive within -header-timeout."""
+        return self.reject(HeadError(408, "request head not received in time"))
+
+    def record(self, a: Answer, client: str, sent: int, now: float) -> None:
+        """Count the finished exchange in the metrics and write its access line."""
+        elapsed = now - a.started
+        m = self.metrics
+        m.requests.inc(endpoint=a.endpoint, status=str(a.status))
+        m.request_seconds.observe(elapsed, endpoint=a.endpoint)
+        if sent:
+            m.bytes_served.inc(sent)
+        source = a.source
+        if source in _TAGS:
+            m.cache.inc(result=source)
+        access = self.access
+        if access.enabled:
+            access.line(f"{_TAGS.get(source, '')}{client} {a.method} {a.target} {a.status} {sent}B "
+                        f"{elapsed * 1000:.1f}ms")
