@@ -536,14 +536,19 @@ class ProxyServer:
     # Stopping.
 
     def _begin_drain(self) -> None:
-        """Stop accepting; close connections idle between requests; let the others finish."""
+        """Stop accepting; close connections idle between requests; let the others finish.
+
+        A connection accepted but still waiting for its first request is not idle: its client
+        is about to send one (closing it would fail a request the listener took in), so it gets
+        its answer, within -header-timeout, and is closed after it.
+        """
         try:
             if not self._accept_paused:
                 self._sel.unregister(self.listener)
         except (KeyError, ValueError):
             pass
         self.listener.close()
-        for conn in [c for c in self._conns if c.state == IDLE]:
+        for conn in [c for c in self._conns if c.state == IDLE and not c.fresh]:
             self._close(conn)
         busy = sum(1 for c in self._conns if c.state in (BUSY, WRITE))
         log.info("stopped accepting connections; waiting up to %gs for %d request(s) in flight",

@@ -43,9 +43,9 @@ def block_everything(up: Upstream, content_type: str = "text/html; charset=utf-8
 
 
 def cache_files(proxy: ProxyServer) -> list[Path]:
-    """Return every file in the proxy's cache but the usage database."""
+    """Return every file in the proxy's cache but its own (the usage database, fetch locks)."""
     root = Path(proxy.config.cache_dir)
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.parent != root)
+    return sorted(p for p in root.rglob("*") if p.is_file() and not p.relative_to(root).parts[0].startswith("."))
 
 
 def raw_zip(entries: list[tuple[str, bytes]]) -> bytes:
@@ -288,5 +288,6 @@ def test_cache_verify_checks_checksum_database_files_and_leaves_other_files_alon
     assert "BAD sumdb/sum.golang.org/tile/8/0/001: an HTML page" in out
     assert "BAD sumdb/sum.golang.org/lookup/example.com/m@v1.0.0: malformed record data" in out
     assert "4 checked, 2 failed, 2 removed" in out
-    left = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    left = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                  if p.is_file() and not p.name.startswith(".generation"))
     assert left == sorted(k for k in files if k.endswith(("list", ".part", ".verified-tree", "/000")))

@@ -59,11 +59,12 @@ def build_storage(config: Config) -> tuple[Storage, DiskStorage]:
     Raises StartupError when the cache directory cannot be made, boto3 is missing, or the
     bucket cannot be reached (missing, credentials refused, store down).
     """
-    local = DiskStorage(config.cache_dir)
+    root = os.path.abspath(config.cache_dir)
     try:
-        os.makedirs(local.root, mode=0o755, exist_ok=True)
+        os.makedirs(root, mode=0o755, exist_ok=True)
     except OSError as exc:
-        raise StartupError(f"cannot create the cache directory {local.root}: {exc.strerror}") from None
+        raise StartupError(f"cannot create the cache directory {root}: {exc.strerror}") from None
+    local = DiskStorage(root)  # after makedirs: it maps the generation file in the directory
     if not config.storage:
         return local, local
     bucket, prefix = split_storage_url(config.storage)
