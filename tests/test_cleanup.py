@@ -21,7 +21,8 @@ from tests.support.upstream import Module, Upstream, generate
 def fetch(proxy, m: Module, exts: tuple[str, ...] = ("info", "mod", "zip")) -> None:  # type: ignore[no-untyped-def]
     for ext in exts:
         status, _, body = get(proxy, f"/{m.path}/@v/{m.version}.{ext}")
-        assert status == 200 and body == getattr(m, ext)
+        assert status == 200
+        assert body == getattr(m, ext)
 
 
 def names(report) -> list[str]:  # type: ignore[no-untyped-def]
@@ -143,8 +144,10 @@ def test_versions_being_downloaded_or_with_fresh_partial_files_are_skipped(
     finally:
         release.set()
         flight.join()
-    assert names(report) == [] and report.skipped == 2
-    assert (root / "example.com/a/@v/v1.0.0.info").exists() and part.exists()
+    assert names(report) == []
+    assert report.skipped == 2
+    assert (root / "example.com/a/@v/v1.0.0.info").exists()
+    assert part.exists()
     # Once the flight is over and the partial file is a day old (a crash left it), both go.
     os.utime(part, (clock.now - 2 * 86400, clock.now - 2 * 86400))
     assert sorted(names(hk.cleaner.run())) == ["example.com/a@v1.0.0", "example.com/b@v1.0.0"]
@@ -160,9 +163,11 @@ def test_sumdb_answers_are_never_removed(make_proxy, upstream: Upstream, clock: 
     os.utime(tile, (0, 0))
     clock.advance(86400)
     report = proxy.background[0].cleaner.run()
-    assert report.removed == [] and tile.exists()
+    assert report.removed == []
+    assert tile.exists()
     metrics = get(proxy, "/metrics")[2].decode()
-    assert "goproxy_cache_bytes 8192" in metrics and "goproxy_cache_entries 1" in metrics
+    assert "goproxy_cache_bytes 8192" in metrics
+    assert "goproxy_cache_entries 1" in metrics
 
 
 def test_cleanup_racing_20_clients_never_truncates_or_corrupts_a_response(

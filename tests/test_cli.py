@@ -21,7 +21,8 @@ def test_starts_logs_config_serves_and_stops_gracefully_on_sigterm(
     p, port = start(procs, "-host", "127.0.0.1", "-port", "0", "-cache", str(tmp_path / "c"),
                     "--upstream", upstream.url)
     out = p.text()
-    assert "upstreams: " + upstream.url in out and str(tmp_path / "c") in out
+    assert "upstreams: " + upstream.url in out
+    assert str(tmp_path / "c") in out
     assert get(port, "/health")[0] == 200
     assert get(port, "/example.com/cli/@v/v1.0.0.zip")[2] == m.zip
     assert get(port, "/example.com/cli/@v/v1.0.0.zip")[2] == m.zip
@@ -72,14 +73,18 @@ def test_bad_flags_exit_2_with_a_clear_message(args: list[str], words: list[str]
 def test_help_and_version() -> None:
     out = subprocess.run([sys.executable, str(ROOT / "goproxy.py"), "-h"], capture_output=True,
                          text=True, timeout=30)
-    assert out.returncode == 0 and "-upstream" in out.stdout and "UPSTREAM_PROXY" in out.stdout
+    assert out.returncode == 0
+    assert "-upstream" in out.stdout
+    assert "UPSTREAM_PROXY" in out.stdout
     out = subprocess.run([sys.executable, "-m", "goproxy", "-version"], capture_output=True, text=True,
                          timeout=30, cwd=ROOT)
-    assert out.returncode == 0 and out.stdout.startswith("goproxy ")
+    assert out.returncode == 0
+    assert out.stdout.startswith("goproxy ")
 
 
 def test_port_in_use_is_a_clear_error(procs: list[Proc], tmp_path: Path) -> None:
     _, port = start(procs, "-host", "127.0.0.1", "-port", "0", "-cache", str(tmp_path / "a"))
     proc = subprocess.run([sys.executable, str(ROOT / "goproxy.py"), "-host", "127.0.0.1", "-port", str(port),
                            "-cache", str(tmp_path / "b")], capture_output=True, text=True, timeout=30)
-    assert proc.returncode == 1 and "cannot listen" in proc.stderr
+    assert proc.returncode == 1
+    assert "cannot listen" in proc.stderr

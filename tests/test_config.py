@@ -161,7 +161,9 @@ def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
 def test_main_help_version_and_bad_flag(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["-h"], {}) == 0
     out = capsys.readouterr().out
-    assert "-port" in out and "PORT" in out and "-upstream" in out
+    assert "-port" in out
+    assert "PORT" in out
+    assert "-upstream" in out
     assert cli.main(["--version"], {}) == 0
     assert "goproxy" in capsys.readouterr().out
     assert cli.main(["-port", "nope"], {}) == 2

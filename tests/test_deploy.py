@@ -58,10 +58,12 @@ def test_pip_install_gives_a_goproxy_command(tmp_path: Path) -> None:
     subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(ROOT)], check=True, timeout=600,
                    cwd=tmp_path)
     out = subprocess.run([str(venv / "bin" / "goproxy"), "-version"], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0 and out.stdout.startswith("goproxy ")
+    assert out.returncode == 0
+    assert out.stdout.startswith("goproxy ")
     out = subprocess.run([str(venv / "bin" / "python"), "-m", "goproxy", "-h"], capture_output=True, text=True,
                          timeout=60, cwd=tmp_path)
-    assert out.returncode == 0 and "-upstream" in out.stdout
+    assert out.returncode == 0
+    assert "-upstream" in out.stdout
 
 
 def test_package_version_matches_the_program() -> None:
@@ -94,7 +96,8 @@ def test_notify_protocol_ready_and_stopping(tmp_path: Path, procs: list[Proc]) -
     env = {"PATH": os.environ["PATH"], "NOTIFY_SOCKET": path}
     p, port = start(procs, "-host", "127.0.0.1", "-port", "0", "-cache", str(tmp_path / "c"), env=env)
     ready = sock.recv(4096).decode()
-    assert "READY=1" in ready.split("\n") and f"port {port}" in ready
+    assert "READY=1" in ready.split("\n")
+    assert f"port {port}" in ready
     assert get(port, "/health")[0] == 200
     p.proc.send_signal(signal.SIGTERM)
     assert sock.recv(4096).decode() == "STOPPING=1"

@@ -182,7 +182,8 @@ def test_hash1_streams_each_file_in_chunks() -> None:
         max_read = 0
 
         def read(self, size: int | None = -1) -> bytes:
-            assert size is not None and size > 0, "hash1 must not read a whole file at once"
+            assert size is not None, "hash1 must not read a whole file at once"
+            assert size > 0, "hash1 must not read a whole file at once"
             Reader.max_read = max(Reader.max_read, size)
             return super().read(size)
 

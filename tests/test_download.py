@@ -42,16 +42,20 @@ def test_big_zip_comes_in_parallel_chunks_over_several_connections(make_proxy, u
     upstream.rate = 2 << 20  # per connection: parallel requests overlap, as on a slow link
     proxy = make_proxy([upstream.url], download_connections=4)
     status, _, body = get(proxy, zip_path(m))
-    assert status == 200 and body == m.zip
+    assert status == 200
+    assert body == m.zip
     got = ranges(upstream, zip_path(m))
     assert got[0] == f"bytes=0-{CHUNK - 1}"
-    assert len(got) == len(chunk_ranges(len(m.zip))) and set(got) == chunk_ranges(len(m.zip))
+    assert len(got) == len(chunk_ranges(len(m.zip)))
+    assert set(got) == chunk_ranges(len(m.zip))
     assert upstream.max_active >= 2
     later = [h for p, h in upstream.seen_headers if p == zip_path(m)][1:]
     assert all(h.get("If-Range") for h in later), "chunks ask with the upstream's validator"
     cache = Path(proxy.config.cache_dir)
-    assert not list(cache.rglob("*.tmp")) and not list(cache.rglob("*.state"))
-    assert get(proxy, zip_path(m))[2] == m.zip and upstream.count(zip_path(m)) == len(got)
+    assert not list(cache.rglob("*.tmp"))
+    assert not list(cache.rglob("*.state"))
+    assert get(proxy, zip_path(m))[2] == m.zip
+    assert upstream.count(zip_path(m)) == len(got)
 
 
 def test_small_zip_is_one_ranged_request(make_proxy, upstream: Upstream) -> None:
@@ -122,7 +126,8 @@ def test_a_chunk_cut_short_is_fetched_again_and_counted_once(make_proxy, upstrea
     start = progress.start
     progress.start = lambda name: bars.append(start(name)) or bars[-1]
     assert get(proxy, path)[2] == m.zip
-    assert cut.is_set() and ranges(upstream, path).count(f"bytes={CHUNK}-{2 * CHUNK - 1}") == 2
+    assert cut.is_set()
+    assert ranges(upstream, path).count(f"bytes={CHUNK}-{2 * CHUNK - 1}") == 2
     assert [b.done for b in bars] == [len(m.zip)]
 
 
@@ -151,7 +156,8 @@ def test_zip_changed_upstream_mid_download_starts_over(make_proxy, upstream: Ups
     proxy = make_proxy([upstream.url])
     assert get(proxy, path)[2] == new.zip
     got = ranges(upstream, path)
-    assert got[0] == f"bytes=0-{CHUNK - 1}" and got.count(got[0]) == 2, "a second start, from scratch"
+    assert got[0] == f"bytes=0-{CHUNK - 1}", "a second start, from scratch"
+    assert got.count(got[0]) == 2, "a second start, from scratch"
 
 
 def test_downloads_beyond_the_limit_queue_in_arrival_order(make_proxy, upstream: Upstream, caplog) -> None:
@@ -177,7 +183,8 @@ def test_downloads_beyond_the_limit_queue_in_arrival_order(make_proxy, upstream:
     order = [p for p, _ in upstream.seen_headers if p.endswith(".zip")]
     assert order == [zip_path(m) for m in mods]
     assert sum("queued download of example.com/q" in r.getMessage() for r in caplog.records) == 2
-    assert proxy.metrics.downloads_queued.get() == 0 and proxy.metrics.downloads_active.get() == 0
+    assert proxy.metrics.downloads_queued.get() == 0
+    assert proxy.metrics.downloads_active.get() == 0
 
 
 # Resume after the proxy is killed mid-download.
@@ -226,7 +233,8 @@ def test_two_processes_sharing_a_cache_download_a_zip_once(procs: list[Proc], up
     upstream.gate.set()
     for t in threads:
         t.join(30)
-    assert got[port_a][2] == m.zip and got[port_b][2] == m.zip
+    assert got[port_a][2] == m.zip
+    assert got[port_b][2] == m.zip
     assert upstream.count(zip_path(m)) == 1
     # b waited on the key's fetch lock and then found the zip committed: it fetched nothing.
     assert "fetched example.com/shared" not in b.text()
@@ -246,7 +254,8 @@ def test_single_stream_resumes_from_its_part_after_kill_9(procs: list[Proc], ups
     p.proc.send_signal(signal.SIGKILL)
     p.proc.wait(10)
     have = part.stat().st_size
-    assert 0 < have < len(m.zip) and not final.exists()
+    assert 0 < have < len(m.zip)
+    assert not final.exists()
     upstream.rate = 0
     since = len(upstream.seen_headers)
     p, port = _proxy(procs, cache, upstream, "-download-connections", "1")
@@ -291,7 +300,8 @@ def test_parallel_download_resumes_missing_chunks_after_kill_9(procs: list[Proc]
     p.proc.send_signal(signal.SIGKILL)
     p.proc.wait(10)
     done = {int(i) for i in json.loads(state_file.read_bytes())["done"]}
-    assert tmp.stat().st_size == len(m.zip) and not final.exists()
+    assert tmp.stat().st_size == len(m.zip)
+    assert not final.exists()
     assert 3 <= len(done) < 12
     upstream.rate = 0
     since = len(upstream.seen_headers)
@@ -302,7 +312,8 @@ def test_parallel_download_resumes_missing_chunks_after_kill_9(procs: list[Proc]
     got = ranges(upstream, zip_path(m), since)
     assert sorted(got) == sorted(missing), "only the chunks the state file lacks are asked for"
     assert dirhash.hash_zip(str(final), f"{m.path}@{m.version}/") == _h1(m, tmp_path)
-    assert not tmp.exists() and not state_file.exists()
+    assert not tmp.exists()
+    assert not state_file.exists()
 
 
 def _h1(m: Module, tmp_path: Path) -> str:

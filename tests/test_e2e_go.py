@@ -26,7 +26,9 @@ def test_go_downloads_lists_and_verifies_through_the_proxy(
 
     env = go_env(tmp_path, proxy_url, modcache="proxy-modcache")
     versions = run_go(go, ["list", "-m", "-versions", "rsc.io/quote"], env, tmp_path).split()
-    assert versions[0] == "rsc.io/quote" and "v1.5.2" in versions and "v1.0.0" in versions
+    assert versions[0] == "rsc.io/quote"
+    assert "v1.5.2" in versions
+    assert "v1.0.0" in versions
 
     # go get in a scratch module, verifying against the test checksum DB through /sumdb/.
     scratch = tmp_path / "scratch"

@@ -202,7 +202,8 @@ def test_parse_request_on_arbitrary_bytes(data: bytes) -> None:
         req = parse_request("/" + data.decode("latin-1"))
     except (BadRequest, NotFound):
         return
-    assert ".." not in req.key.split("/") and "\x00" not in req.key
+    assert ".." not in req.key.split("/")
+    assert "\x00" not in req.key
 
 
 _elem = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_~-]{0,10}", fullmatch=True)
@@ -224,4 +225,5 @@ def test_escape_path_round_trips(elems: list[str], host: str) -> None:
 @given(st.from_regex(r"v[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(-[A-Za-z0-9]{1,8})?", fullmatch=True))
 def test_escape_version_round_trips(version: str) -> None:
     escaped = escape_version(version)
-    assert escaped == escaped.lower() and unescape_version(escaped) == version
+    assert escaped == escaped.lower()
+    assert unescape_version(escaped) == version

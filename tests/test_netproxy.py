@@ -132,7 +132,8 @@ def test_socks5_username_and_password(system_user: tuple[str, str], started: lis
                        cache_dir=str(tmp_path / "wrong"))
     status, body = fetch_zip(wrong, module)
     assert status == 502
-    assert f"socks5://{name}:***@127.0.0.1:{port}".encode() in body and b"wrong" not in body
+    assert f"socks5://{name}:***@127.0.0.1:{port}".encode() in body
+    assert b"wrong" not in body
     wait_for(lambda: "password authentication failed" in d.log_text())  # dante logs it after answering
 
 
@@ -144,7 +145,8 @@ def test_custom_dns_over_https_goes_through_the_socks_proxy(
                        dns=f"https://127.0.0.1:{unbound.https_port}/dns-query", ca_file=str(certs.ca))
     assert fetch_zip(proxy, module) == (200, module.zip)
     log = d.log_text()
-    assert connect_lines(log, unbound.https_port) and connect_lines(log, upstream.port)
+    assert connect_lines(log, unbound.https_port)
+    assert connect_lines(log, upstream.port)
     assert unbound.queries("modules.test") >= 1
 
 
@@ -208,7 +210,9 @@ def test_http_proxy_credentials(started: list[Daemon], tmp_path: Path, certs: Ce
     bad = make_proxy([upstream.url], proxy=f"http://proxyuser:nope@127.0.0.1:{port}", retry_attempts=1,
                      cache_dir=str(tmp_path / "bad"))
     status, _, body = get(bad, f"/{MOD}/@v/list")
-    assert status == 502 and b"Unauthorized" in body and b"nope" not in body  # tinyproxy says 401
+    assert status == 502
+    assert b"Unauthorized" in body  # tinyproxy says 401
+    assert b"nope" not in body
 
 
 def test_https_proxy_over_tls_both_ways(started: list[Daemon], tmp_path: Path, certs: Certs, upstream: Upstream,
@@ -269,7 +273,8 @@ def test_upstream_found_by_custom_dns_keeps_its_name_for_tls(
     proxy = make_proxy([tls_upstream.url_at("modules.test")], dns=f"tls://127.0.0.1:{unbound.tls_port}",
                        ca_file=str(certs.ca))
     assert fetch_zip(proxy, m) == (200, m.zip)
-    assert tls_upstream.sni and set(tls_upstream.sni) == {"modules.test"}
+    assert tls_upstream.sni
+    assert set(tls_upstream.sni) == {"modules.test"}
     assert unbound.queries("modules.test") >= 1
 
 
@@ -295,7 +300,8 @@ def test_forwarded_requests_keep_a_pool_per_target(servers: list[RawServer]) -> 
                                      b"GET http://a.example/z HTTP/1.1"]
     assert all(b"Proxy-Authorization: Basic dTpwIHc=" in h for h in heads)  # u:p w
     assert all(any(line.startswith(b"Host: ") for line in h) for h in heads)
-    assert fake.connections == 2 and t.idle_connections() == 2  # one per target, a.example's reused
+    assert fake.connections == 2
+    assert t.idle_connections() == 2  # one per target, a.example's reused
 
 
 def test_connect_refusal_names_the_proxy_and_status(servers: list[RawServer]) -> None:
@@ -453,7 +459,10 @@ def test_usage_lists_every_proxy_variable(capsys: pytest.CaptureFixture[str]) ->
     assert cli.main(["-h"], {}) == 0
     out = capsys.readouterr().out
     assert "HTTP_PROXY, http_proxy, HTTPS_PROXY, https_proxy, SOCKS5_PROXY, socks5_proxy" in out
-    assert "-dns" in out and "DNS_SERVER" in out and "-no-proxy" in out and "-ca-file" in out
+    assert "-dns" in out
+    assert "DNS_SERVER" in out
+    assert "-no-proxy" in out
+    assert "-ca-file" in out
 
 
 def test_socket_level_sanity_of_free_ports() -> None:

@@ -94,7 +94,8 @@ def test_only_the_private_upstream_sees_credentials(make_proxy, make_upstream, c
     # The private module never went to the public upstream; the public one never saw a secret.
     assert not [p for p, _ in public.seen_headers if p.startswith("/corp.example")]
     assert all(SECRET not in str(h) for _, h in public.seen_headers)
-    assert private.seen_headers and all(h.get(header) == value for _, h in private.seen_headers)
+    assert private.seen_headers
+    assert all(h.get(header) == value for _, h in private.seen_headers)
     assert SECRET not in caplog.text
     for f in Path(proxy.config.cache_dir).rglob("*"):
         if f.is_file():
@@ -107,7 +108,8 @@ def test_private_module_missing_upstream_never_falls_back_to_public(make_proxy, 
     private.set("/corp.example/team/lib/@v/v1.0.0.mod", 500, b"private down")
     proxy = make_proxy([public.url], private_upstreams=private_config(private.url, {}))
     status, _, body = get(proxy, "/corp.example/team/lib/@v/v1.0.0.mod")
-    assert status == 502 and b"private down" in body
+    assert status == 502
+    assert b"private down" in body
     assert public.total() == 0
 
 
@@ -116,7 +118,8 @@ def test_private_module_is_not_looked_up_in_public_checksum_db(make_proxy, make_
     proxy = make_proxy([public.url], private_upstreams=private_config(private.url, {}))
     status, _, _ = get(proxy, "/sumdb/sum.golang.org/lookup/corp.example/team/lib@v1.0.0")
     assert status == 404
-    assert public.total() == 0 and private.total() == 0
+    assert public.total() == 0
+    assert private.total() == 0
 
 
 def test_redirect_to_another_host_arrives_without_credentials(make_proxy, make_upstream) -> None:  # type: ignore[no-untyped-def]
@@ -129,7 +132,8 @@ def test_redirect_to_another_host_arrives_without_credentials(make_proxy, make_u
         private.url, {"type": "basic", "value": f"user:{SECRET}"}))
     assert get(proxy, "/corp.example/team/lib/@v/v1.0.0.zip")[2] == m.zip
     assert private.seen_headers[0][1]["Authorization"].startswith("Basic ")
-    assert cdn.seen_headers and all("Authorization" not in h for _, h in cdn.seen_headers)
+    assert cdn.seen_headers
+    assert all("Authorization" not in h for _, h in cdn.seen_headers)
 
 
 def test_secrets_in_upstream_urls_are_masked_in_logs_and_errors(make_proxy, upstream: Upstream, caplog) -> None:  # type: ignore[no-untyped-def]
@@ -138,5 +142,6 @@ def test_secrets_in_upstream_urls_are_masked_in_logs_and_errors(make_proxy, upst
     upstream.set("/example.com/x/@v/v1.0.0.mod", 500, b"broken")
     proxy = make_proxy([url])
     status, _, body = get(proxy, "/example.com/x/@v/v1.0.0.mod")
-    assert status == 502 and SECRET.encode() not in body
+    assert status == 502
+    assert SECRET.encode() not in body
     assert SECRET not in caplog.text

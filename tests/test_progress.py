@@ -42,7 +42,9 @@ def test_lines_mode_logs_at_most_one_line_per_interval_and_a_completion_line(cap
     lines = [r.getMessage() for r in caplog.records]
     ticks = [line for line in lines if line.startswith("downloading ")]
     assert len(ticks) == int(25 / LINE_INTERVAL)
-    assert "example.com/m@v1.0.0" in ticks[0] and "%" in ticks[0] and "ETA" in ticks[0]
+    assert "example.com/m@v1.0.0" in ticks[0]
+    assert "%" in ticks[0]
+    assert "ETA" in ticks[0]
     assert lines[-1] == "fetched example.com/m@v1.0.0.zip: 10.0 MB in 25.000s (400.0 KB/s)"
 
 
@@ -141,9 +143,11 @@ def test_tty_block_of_bars_with_logs_scrolling_above_on_a_real_pty(upstream: Ups
     two = r"tty{}@v1\.0\.0 \[[#.]+\] +\d+% .*/s ETA \d+s\r?\n(\x1b\[\d*[A-Z])*example\.com/tty{}@v1\.0\.0 \["
     assert re.search(two.format(0, 1), raw) or re.search(two.format(1, 0), raw)
     bars = [line for line in re.sub(r"\x1b\[\d*[A-Z]", "", raw).replace("\r", "").split("\n") if " ETA " in line]
-    assert bars and all(len(line) < 100 for line in bars), "bars fit the terminal width"
+    assert bars
+    assert all(len(line) < 100 for line in bars), "bars fit the terminal width"
     # What is left on screen is the log alone, every line whole: the bars were erased, never torn.
     final = [line for line in screen(raw) if line.strip()]
-    assert final and all(LOG_LINE.match(line) for line in final), "\n".join(final)
+    assert final
+    assert all(LOG_LINE.match(line) for line in final), "\n".join(final)
     assert any("fetched example.com/tty0@v1.0.0.zip: 1.5 MB in" in line for line in final)
     assert any("goproxy stopped" in line for line in final)

@@ -30,7 +30,8 @@ def test_miss_then_hit_for_each_immutable_artifact(make_proxy, upstream: Upstrea
         path = f"/{ESC}/@v/v1.0.0.{ext}"
         for _ in range(3):
             status, headers, got = get(proxy, path)
-            assert status == 200 and got == body
+            assert status == 200
+            assert got == body
             assert headers["content-length"] == str(len(body))
             assert headers["content-type"].startswith(ctype)
             assert "immutable" in headers["cache-control"]
@@ -51,7 +52,8 @@ def test_big_zip_is_served_whole_with_sendfile(make_proxy, upstream: Upstream) -
     proxy = make_proxy([upstream.url])
     for _ in range(2):
         status, headers, body = get(proxy, "/example.com/big/@v/v1.0.0.zip")
-        assert status == 200 and body == big.zip
+        assert status == 200
+        assert body == big.zip
 
 
 def test_keep_alive_serves_many_requests_on_one_connection(make_proxy, upstream: Upstream, mod) -> None:
@@ -73,7 +75,8 @@ def test_list_and_latest_refresh_after_ttl(make_proxy, upstream: Upstream, mod, 
         assert get(proxy, path)[0] == 200
         clock.advance(299)
         status, headers, _ = get(proxy, path)
-        assert status == 200 and "max-age=300" in headers["cache-control"]
+        assert status == 200
+        assert "max-age=300" in headers["cache-control"]
         assert upstream.count(path) == 1
         clock.advance(2)
         assert get(proxy, path)[0] == 200  # the stale copy, at once; refreshed in the background
@@ -96,7 +99,9 @@ def test_query_info_is_mutable(make_proxy, upstream: Upstream, mod, clock: FakeC
     upstream.set(f"/{ESC}/@v/master.info", body=mod.info)
     proxy = make_proxy([upstream.url])
     status, headers, body = get(proxy, f"/{ESC}/@v/master.info")
-    assert status == 200 and body == mod.info and "immutable" not in headers["cache-control"]
+    assert status == 200
+    assert body == mod.info
+    assert "immutable" not in headers["cache-control"]
     clock.advance(301)
     get(proxy, f"/{ESC}/@v/master.info")
     wait_for(lambda: upstream.count(f"/{ESC}/@v/master.info") == 2)
@@ -120,7 +125,8 @@ def test_not_found_passes_through_and_is_remembered(make_proxy, upstream: Upstre
     path = "/example.com/missing/@v/v1.0.0.info"
     upstream.set(path, 404, b"not found: example.com/missing@v1.0.0: no such module")
     status, headers, body = get(proxy, path)
-    assert status == 404 and body == b"not found: example.com/missing@v1.0.0: no such module\n"
+    assert status == 404
+    assert body == b"not found: example.com/missing@v1.0.0: no such module\n"
     assert headers["content-type"].startswith("text/plain")
     clock.advance(59)
     assert get(proxy, path)[0] == 404
@@ -161,7 +167,9 @@ def test_upstream_failure_is_502_with_the_error(make_proxy, upstream: Upstream) 
     proxy = make_proxy([upstream.url])
     upstream.set("/example.com/x/@v/v1.0.0.mod", 500, b"internal trouble")
     status, _, body = get(proxy, "/example.com/x/@v/v1.0.0.mod")
-    assert status == 502 and b"internal trouble" in body and body.count(b"\n") == 1
+    assert status == 502
+    assert b"internal trouble" in body
+    assert body.count(b"\n") == 1
     assert not (Path(proxy.config.cache_dir) / "example.com/x/@v/v1.0.0.mod").exists()
 
 
@@ -187,7 +195,8 @@ def test_malformed_requests_never_reach_upstream(make_proxy, upstream: Upstream,
     proxy = make_proxy([upstream.url])
     got, headers, body = get(proxy, path)
     assert got == status
-    assert body.endswith(b"\n") and body.count(b"\n") == 1
+    assert body.endswith(b"\n")
+    assert body.count(b"\n") == 1
     assert headers["content-type"].startswith("text/plain")
     assert upstream.total() == 0
 
@@ -196,7 +205,8 @@ def test_malformed_requests_never_reach_upstream(make_proxy, upstream: Upstream,
 def test_other_methods_get_405_with_allow(make_proxy, upstream: Upstream, method: str) -> None:
     proxy = make_proxy([upstream.url])
     status, headers, _ = get(proxy, f"/{ESC}/@v/list", method=method)
-    assert status == 405 and headers["allow"] == "GET, HEAD"
+    assert status == 405
+    assert headers["allow"] == "GET, HEAD"
     assert upstream.total() == 0
 
 
@@ -332,7 +342,9 @@ def test_graceful_stop_finishes_requests_in_flight(make_proxy, upstream: Upstrea
     upstream.gate.set()
     t.join(10)
     stopper.join(10)
-    assert out and out[0][0] == 200 and out[0][2] == m.zip
+    assert out
+    assert out[0][0] == 200
+    assert out[0][2] == m.zip
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", proxy.port), timeout=2).close()
 

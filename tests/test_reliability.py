@@ -36,7 +36,8 @@ def test_disk_full_gives_5xx_keeps_no_partial_and_recovers(procs: list[Proc], up
     # The disk "fills" at 100 KB per file for the proxy process (RLIMIT_FSIZE: writes fail EFBIG).
     resource.prlimit(p.proc.pid, resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))
     status, _, body = get(port, "/example.com/full/@v/v1.0.0.zip")
-    assert 500 <= status < 600 and b"disk full" in body, body
+    assert 500 <= status < 600, body
+    assert b"disk full" in body, body
     assert not [f for f in cache.rglob("*") if f.is_file() and f.name.endswith(".zip")]
     assert not [f for f in cache.rglob("*.part")]
     # Space returns: the same request now succeeds, with the right bytes.
@@ -66,4 +67,5 @@ def test_kill_9_during_concurrent_downloads_leaves_only_complete_artifacts(
     p, port = start(procs, *args)
     for path in paths:
         status, _, body = get(port, path)
-        assert status == 200 and body == upstream.routes[path].body, path
+        assert status == 200, path
+        assert body == upstream.routes[path].body, path

@@ -94,7 +94,8 @@ def test_dns_without_dnspython_fails_at_start_naming_the_flag(tmp_path: Path) ->
     proc = subprocess.run([sys.executable, "-S", "-E", str(ROOT / "goproxy.py"), "-dns", "tls://127.0.0.1"],
                           capture_output=True, text=True, timeout=30, cwd=tmp_path)
     assert proc.returncode == 2
-    assert "flag -dns" in proc.stderr and "pip install dnspython" in proc.stderr
+    assert "flag -dns" in proc.stderr
+    assert "pip install dnspython" in proc.stderr
     assert proc.stderr.count("\n") == 1
 
 
@@ -169,7 +170,8 @@ def test_dns_over_https_falls_back_to_json_and_keeps_to_it(doh_json: DoHJSON, un
     assert r.doh_format == "json"
     assert (doh_json.refused, doh_json.json_answers) == (1, 2)  # one wire query refused, then A and AAAA
     assert r.resolve("alias.test") == ["127.0.0.1"]
-    assert doh_json.refused == 1 and doh_json.json_answers > 2
+    assert doh_json.refused == 1
+    assert doh_json.json_answers > 2
     assert doh_json.accepts[0] == "application/dns-message"
     assert set(doh_json.accepts[1:]) == {"application/dns-json"}
     with pytest.raises(ResolveError, match="no such host"):

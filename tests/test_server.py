@@ -119,7 +119,8 @@ def test_a_head_sent_one_byte_at_a_time_is_cut_at_the_header_timeout(served: Pro
                 data = b""
             closed_after = time.monotonic() - started
             break
-    assert closed_after is not None and 1.0 <= closed_after < 2.0  # the whole head, not per read
+    assert closed_after is not None
+    assert 1.0 <= closed_after < 2.0  # the whole head, not per read
     assert data.startswith(b"HTTP/1.1 408 Request Timeout") or data == b""
 
 
@@ -183,7 +184,9 @@ def test_a_client_reset_is_one_info_line(make_proxy, upstream: Upstream, caplog:
     s.close()  # a reset, with most of the answer unsent
     wait_for(lambda: any("went away" in r.getMessage() for r in caplog.records))
     gone = [r for r in caplog.records if "went away" in r.getMessage()]
-    assert len(gone) == 1 and gone[0].levelno == logging.INFO and gone[0].exc_info is None
+    assert len(gone) == 1
+    assert gone[0].levelno == logging.INFO
+    assert gone[0].exc_info is None
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 

@@ -80,7 +80,8 @@ def test_gosumdb_forms() -> None:
     assert parse_gosumdb("off") is None
     assert parse_gosumdb("sum.golang.org").name == "sum.golang.org"  # type: ignore[union-attr]
     db = parse_gosumdb(f"{SUMDB_KEY} http://127.0.0.1:9/x")
-    assert db is not None and (db.name, db.url) == (SUMDB_NAME, "http://127.0.0.1:9/x")
+    assert db is not None
+    assert (db.name, db.url) == (SUMDB_NAME, "http://127.0.0.1:9/x")
     for bad in ["nonsense", "a+b+c", f"{SUMDB_KEY[:-2]}AA", f"{SUMDB_KEY} ftp://x", "a b c"]:
         with pytest.raises(ValueError):
             parse_gosumdb(bad)
@@ -114,7 +115,8 @@ def test_wrong_hashes_are_rejected_and_nothing_cached(make_proxy, testproxy: GoT
     proxy = make_proxy([testproxy.url], gosumdb=sumdb(testproxy.url + "/sumdb-wrong"))
     for ext in ("zip", "mod"):
         status, _, body = get(proxy, f"{QUOTE}.{ext}")
-        assert status == 502 and b"checksum mismatch" in body, body
+        assert status == 502, body
+        assert b"checksum mismatch" in body, body
         assert not cached(proxy, f"{QUOTE}.{ext}")
     assert "SECURITY" in caplog.text
     assert get(proxy, f"{QUOTE}.zip")[0] == 502  # and stays rejected: the failure was not cached
@@ -136,7 +138,8 @@ def test_tampered_tile_is_rejected(make_proxy, testproxy: GoTestProxy, tampers: 
     tampers.append(t)
     proxy = make_proxy([testproxy.url], gosumdb=sumdb(t.url))
     status, _, body = get(proxy, f"{QUOTE}.zip")
-    assert status == 502 and b"SECURITY" in body
+    assert status == 502
+    assert b"SECURITY" in body
     assert not cached(proxy, f"{QUOTE}.zip")
 
 
@@ -146,7 +149,8 @@ def test_wrong_key_is_rejected(make_proxy, testproxy: GoTestProxy) -> None:  # t
     other = f"{SUMDB_NAME}+{key_hash}+{base64.b64encode(raw).decode()}"
     proxy = make_proxy([testproxy.url], gosumdb=sumdb(testproxy.url + "/sumdb-direct", key=other))
     status, _, body = get(proxy, f"{QUOTE}.zip")
-    assert status == 502 and b"does not verify" in body
+    assert status == 502
+    assert b"does not verify" in body
     assert not cached(proxy, f"{QUOTE}.zip")
 
 
@@ -159,14 +163,16 @@ def test_forked_tree_is_detected(make_proxy, testproxy: GoTestProxy) -> None:  #
     second = make_proxy([testproxy.url], gosumdb=sumdb(testproxy.url + "/sumdb-direct"),
                         cache_dir=first.config.cache_dir)
     status, _, body = get(second, "/golang.org/x/text/@v/v0.3.0.mod")
-    assert status == 502 and b"forked" in body, body
+    assert status == 502, body
+    assert b"forked" in body, body
     assert not cached(second, "/golang.org/x/text/@v/v0.3.0.mod")
 
 
 def test_unreachable_database_fails_closed(make_proxy, testproxy: GoTestProxy) -> None:  # type: ignore[no-untyped-def]
     proxy = make_proxy([testproxy.url], gosumdb=sumdb("http://127.0.0.1:9"))
     status, _, body = get(proxy, f"{QUOTE}.zip")
-    assert status == 502 and b"unreachable" in body
+    assert status == 502
+    assert b"unreachable" in body
     assert not cached(proxy, f"{QUOTE}.zip")
 
 
@@ -210,4 +216,5 @@ def test_verify_cache_reports_tampered_files(make_proxy, testproxy: GoTestProxy)
     mod.write_bytes(mod.read_bytes() + b"// tampered\n")
     bad = verify()
     assert bad.returncode == 1
-    assert "MISMATCH rsc.io/quote@v1.5.2/go.mod" in bad.stdout and "2 verified, 1 failed" in bad.stdout
+    assert "MISMATCH rsc.io/quote@v1.5.2/go.mod" in bad.stdout
+    assert "2 verified, 1 failed" in bad.stdout

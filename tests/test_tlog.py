@@ -392,7 +392,8 @@ def test_real_checksum_db_record_is_proven_in_signed_tree(sumdb_url: str) -> Non
     assert text == (b"rsc.io/quote v1.5.2 h1:3fEykkD9k7lYzXqCYrwGAf7iNhbk4yCjHmKBN9td4L0=\n"
                     b"rsc.io/quote v1.5.2/go.mod h1:LzX7hefJvL54yjefDEDHNONDjII0t9xZLPXsUe+TKr0=\n")
     tree = tlog.parse_tree(note.open_note(tree_note, verifier))
-    assert older.n <= tree.n and 0 <= rid < tree.n
+    assert older.n <= tree.n
+    assert 0 <= rid < tree.n
     for height in (8, 2):
         reader = TileHashReader(tree, height, lambda t: fetch(f"{sumdb_url}/{t.path()}"))
         assert reader.read_hashes([tlog.stored_hash_index(0, rid)]) == [tlog.record_hash(text)]
@@ -409,7 +410,8 @@ def test_real_checksum_db_data_tile_matches_leaf_hashes(sumdb_url: str) -> None:
     w = min(tree.n, 256)
     data_tile = Tile(8, -1, 0, w)
     records = fetch(f"{sumdb_url}/{data_tile.path()}").split(b"\n\n")
-    assert records[-1] == b"" and len(records) == w + 1
+    assert records[-1] == b""
+    assert len(records) == w + 1
     reader = TileHashReader(tree, 8, lambda t: fetch(f"{sumdb_url}/{t.path()}"))
     leaves = reader.read_hashes([tlog.stored_hash_index(0, i) for i in range(w)])
     assert leaves == [tlog.record_hash(r + b"\n") for r in records[:-1]]

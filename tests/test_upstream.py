@@ -96,7 +96,8 @@ def test_other_4xx_are_not_retried(servers, sleeps: Sleeps, status: int) -> None
     s = scripted(servers, [response(status, b"denied"), OK])
     with pytest.raises(UpstreamError, match=str(status)):
         make([s.url], sleeps).fetch("/p", read)
-    assert len(s.requests) == 1 and sleeps.calls == []
+    assert len(s.requests) == 1
+    assert sleeps.calls == []
 
 
 def test_not_found_is_not_retried_and_keeps_status_and_text(servers, sleeps: Sleeps) -> None:  # type: ignore[no-untyped-def]

@@ -142,7 +142,8 @@ def test_usage_is_written_by_one_process_and_housekeeping_runs_once(procs: list[
 
     wait_for(all_recorded, timeout=15, interval=0.1)
     text = p.text()
-    assert "locked" not in text and "cannot write last-used" not in text
+    assert "locked" not in text
+    assert "cannot write last-used" not in text
     assert text.count("cache cleanup every") == 1  # in the parent alone
     assert not re.search(r"\[w\d\] cache cleanup", text)
 
@@ -278,7 +279,9 @@ def test_sigterm_drains_every_worker_and_exits_0(procs: list[Proc], upstream: Up
     p.wait_line(r"waiting up to 10s for 1 request\(s\) in flight")
     upstream.gate.set()
     t.join(30)
-    assert out and out[0][0] == 200 and out[0][2] == m.zip
+    assert out
+    assert out[0][0] == 200
+    assert out[0][2] == m.zip
     assert p.proc.wait(30) == 0
     assert p.text().count(") stopped") == 2
 
