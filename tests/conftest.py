@@ -77,8 +77,8 @@ def make_proxy(tmp_path: Path, clock: FakeClock, sleeps: Sleeps) -> Iterator[Cal
     started: list[ProxyServer] = []
 
     def make(upstreams: list[str], **overrides: Any) -> ProxyServer:
-        fields = {"host": "127.0.0.1", "port": 0, "cache_dir": str(tmp_path / "cache"),
-                  "upstreams": tuple(upstreams), "shutdown_timeout": 5.0}
+        fields: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "cache_dir": str(tmp_path / "cache"),
+                                  "upstreams": tuple(upstreams), "shutdown_timeout": 5.0}
         fields.update(overrides)
         config = dataclasses.replace(Config(), **fields)
         server = build_server(config, clock=clock, sleep=sleeps).start()

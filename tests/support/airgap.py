@@ -39,10 +39,16 @@ def snapshot(root: Path) -> dict[str, str]:
     return found
 
 
+def _read(tf: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    f = tf.extractfile(member)
+    assert f is not None, f"{member.name} is not a file"
+    return f.read()
+
+
 def read_bundle(path: Path) -> dict[str, bytes]:
     """Return a bundle's members in order, name → bytes."""
     with tarfile.open(path, "r:*") as tf:
-        return {m.name: tf.extractfile(m).read() for m in tf.getmembers()}  # type: ignore[union-attr]
+        return {m.name: _read(tf, m) for m in tf.getmembers()}
 
 
 def write_bundle(path: Path, members: dict[str, bytes], fix_manifest: bool = True) -> None:

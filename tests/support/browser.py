@@ -256,7 +256,7 @@ class DevTools:
             if match(event):
                 return event
         while True:
-            event = json.loads(self.ws.recv(self.deadline))
-            self.events.append(event)
-            if "id" not in event and match(event):
-                return event
+            arrived: dict[str, Any] = json.loads(self.ws.recv(self.deadline))
+            self.events.append(arrived)
+            if "id" not in arrived and match(arrived):
+                return arrived

@@ -100,14 +100,15 @@ class DoQServer:
     """
 
     def __init__(self, certs: Certs, dns_port: int) -> None:
-        from aioquic.asyncio import QuicConnectionProtocol, serve
+        from aioquic.asyncio.protocol import QuicConnectionProtocol
+        from aioquic.asyncio.server import serve
         from aioquic.quic.configuration import QuicConfiguration
         from aioquic.quic.events import StreamDataReceived
 
         self.queries = 0
         owner = self
 
-        class Protocol(QuicConnectionProtocol):  # type: ignore[misc]
+        class Protocol(QuicConnectionProtocol):
             def __init__(self, *args: Any, **kwargs: Any) -> None:
                 super().__init__(*args, **kwargs)
                 self.pending: dict[int, bytes] = {}
@@ -133,7 +134,9 @@ class DoQServer:
         self.thread.start()
         start = serve("127.0.0.1", 0, configuration=config, create_protocol=Protocol)
         self.server = asyncio.run_coroutine_threadsafe(start, self.loop).result(10)
-        self.port = int(self.server._transport.get_extra_info("sockname")[1])
+        transport = self.server._transport  # set when the server's socket is bound (before serve returns)
+        assert transport is not None
+        self.port = int(transport.get_extra_info("sockname")[1])
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.server.close)

@@ -10,13 +10,15 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from tests.support.proc import Proc
 
 ROOT = Path(__file__).resolve().parent.parent.parent
+
+J = TypeVar("J")
 
 
 class HasPort(Protocol):
@@ -24,6 +26,13 @@ class HasPort(Protocol):
 
     @property
     def port(self) -> int: ...
+
+
+class HasBackground(Protocol):
+    """Anything with background jobs (a ProxyServer)."""
+
+    @property
+    def background(self) -> Sequence[object]: ...
 
 
 class FakeClock:
@@ -65,6 +74,13 @@ def get(server: HasPort | int, path: str, method: str = "GET",
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
     finally:
         conn.close()
+
+
+def background_job(server: HasBackground, kind: type[J]) -> J:
+    """Return server's one background job of class kind; fail the test unless there is exactly one."""
+    found = [job for job in server.background if isinstance(job, kind)]
+    assert len(found) == 1, f"{len(found)} background jobs of {kind.__name__}"
+    return found[0]
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 10.0, interval: float = 0.005) -> None:

@@ -61,8 +61,9 @@ class Proc:
         self.proc.wait(10)
 
 
-def start(procs: list[Proc], *args: str, **kw) -> tuple[Proc, int]:  # type: ignore[no-untyped-def]
-    p = Proc(list(args), **kw)
+def start(procs: list[Proc], *args: str, python_flags: tuple[str, ...] = (), env: dict[str, str] | None = None,
+          cwd: Path | None = None, program: list[str] | None = None) -> tuple[Proc, int]:
+    p = Proc(list(args), python_flags, env, cwd, program)
     procs.append(p)
     port = int(p.wait_line(r"Set GOPROXY=http://localhost:(\d+),direct").group(1))
     return p, port

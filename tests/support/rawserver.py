@@ -6,8 +6,9 @@ import socket
 import threading
 from collections.abc import Callable
 
-# A script gets the accepted socket and the request bytes it read (up to the blank line).
-Script = Callable[[socket.socket, bytes], None]
+# A script gets the accepted socket and the request bytes it read (up to the blank line); what it
+# returns is ignored.
+Script = Callable[[socket.socket, bytes], object]
 
 
 class RawServer:

@@ -117,7 +117,7 @@ class Upstream:
         if tls is None:
             self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
         else:
-            tls.sni_callback = lambda _sock, name, _ctx: self.sni.append(name)  # type: ignore[assignment,misc]
+            tls.sni_callback = lambda _sock, name, _ctx: self.sni.append(name)
             self.server = TLSServer(("127.0.0.1", 0), H)
             self.server.tls = tls
         self.server.daemon_threads = True
