@@ -101,7 +101,9 @@ def peak_rss_four_big(work: Path) -> float:
         total = 0
         for pid in pids:
             text = Path(f"/proc/{pid}/status").read_text()
-            total += int(re.search(r"VmHWM:\s+(\d+) kB", text).group(1))  # type: ignore[union-attr]
+            m = re.search(r"VmHWM:\s+(\d+) kB", text)
+            assert m is not None, text
+            total += int(m.group(1))
         return total / 1024
     finally:
         if p is not None:

@@ -143,11 +143,14 @@ def wrk(url: str, connections: int, seconds: int = 5, script: Path | None = None
     if script:
         cmd += ["-s", str(script)]
     out = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=seconds + 60).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    rps_line = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    assert rps_line is not None, out
+    rps = float(rps_line.group(1))
     tr = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", out)
-    unit = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30}[tr.group(2)]  # type: ignore[union-attr]
+    assert tr is not None, out
+    unit = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30}[tr.group(2)]
     p = dict(re.findall(r"\s(50|99)%\s+([\d.]+\w+)", out))
-    return rps, float(tr.group(1)) * unit, _ms(p.get("50", "0ms")), _ms(p.get("99", "0ms"))  # type: ignore[union-attr]
+    return rps, float(tr.group(1)) * unit, _ms(p.get("50", "0ms")), _ms(p.get("99", "0ms"))
 
 
 def _ms(text: str) -> float:
@@ -159,7 +162,9 @@ def _ms(text: str) -> float:
 
 def peak_rss_mb(pid: int) -> float:
     text = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmHWM:\s+(\d+) kB", text).group(1)) / 1024  # type: ignore[union-attr]
+    m = re.search(r"VmHWM:\s+(\d+) kB", text)
+    assert m is not None, text
+    return int(m.group(1)) / 1024
 
 
 def server_peak_rss_mb(p: Proc) -> float:
@@ -238,7 +243,7 @@ def main() -> int:
         procs.append(p)
         nginx = Nginx(cache, work, free_port())
         warm = best_of(3, lambda: timed_download(go, work, url, mods, "warm"))
-        warm_ng = best_of(3, lambda: timed_download(go, work, nginx.url, mods, "nginx"))  # type: ignore[union-attr]
+        warm_ng = best_of(3, lambda: timed_download(go, work, nginx.url, mods, "nginx"))
         rows.append(Row(f"warm `go mod download` of {len(mods)} versions vs nginx", f"{warm:.2f}s",
                         f"{warm_ng:.2f}s", warm / warm_ng, "≤ 1.05×", warm / warm_ng <= 1.05))
 
@@ -266,10 +271,10 @@ def main() -> int:
         rows.append(Row(".info/.mod hits, 64 connections: p99 latency (ms) vs the 25 ms goal", f"{hits64[3]:.1f}",
                         "25", hits64[3] / 25, "≤ 1.0×", hits64[3] <= 25))
         rss_small = server_peak_rss_mb(p)
-        one, one_url = start_proxy(cache, upstream.url, work / "one.log", "-workers", "1")
-        procs.append(one)
+        one_p, one_url = start_proxy(cache, upstream.url, work / "one.log", "-workers", "1")
+        procs.append(one_p)
         single = wrk(one_url, 64, script=script)
-        one.stop()
+        one_p.stop()
         ratio = hits64[0] / single[0]
         rows.append(Row(".info/.mod hits, 64 connections (req/s) vs `-workers 1`", f"{hits64[0]:.0f}",
                         f"{single[0]:.0f}", ratio, "≥ 3×", ratio >= 3))
@@ -293,8 +298,8 @@ def main() -> int:
                         rss_four < 150))
 
         # 7. Replicas on SeaweedFS: local-tier hits vs the disk-only proxy, bucket reads vs boto3.
-        for what, ours_text, theirs_text, ratio, goal, ok in replicas.measure(work, wrk):
-            rows.append(Row(what, ours_text, theirs_text, ratio, goal, ok))
+        for result in replicas.measure(work, wrk):
+            rows.append(Row(*result))
 
         # 6. Memory and latency.
         notes.append(f"Peak RSS of the proxy (parent and workers summed): {rss_cold:.0f} MB during the cold fetches, "

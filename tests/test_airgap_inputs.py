@@ -105,7 +105,9 @@ def test_arguments_are_recognised_by_file_name_or_as_module_at_version(tmp_path:
                      "example.com/version@v1.1.0"])
     assert [x.name for x in w] == ["example.com/version@v1.1.0", "golang.org/x/text@v0.3.0",
                                    "rsc.io/quote@v1.5.2", "rsc.io/sampler@v1.3.0"]
-    assert w.get("rsc.io/quote", "v1.5.2").zip_hash == H1  # type: ignore[union-attr]
+    quote = w.get("rsc.io/quote", "v1.5.2")
+    assert quote is not None
+    assert quote.zip_hash == H1
 
 
 def test_a_missing_file_that_is_no_module_at_version_is_an_error(tmp_path: Path) -> None:

@@ -7,25 +7,28 @@ import http.client
 import os
 import random
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from goproxy.config import build
 from goproxy.errors import ConfigError
+from goproxy.server import ProxyServer
+from goproxy.storage.cleanup import Housekeeping, Report
 from goproxy.storage.usage import DB_NAME
-from tests.support.helpers import FakeClock, get, wait_for
+from tests.support.helpers import FakeClock, background_job, get, wait_for
 from tests.support.upstream import Module, Upstream, generate
 
 
-def fetch(proxy, m: Module, exts: tuple[str, ...] = ("info", "mod", "zip")) -> None:  # type: ignore[no-untyped-def]
+def fetch(proxy: ProxyServer, m: Module, exts: tuple[str, ...] = ("info", "mod", "zip")) -> None:
     for ext in exts:
         status, _, body = get(proxy, f"/{m.path}/@v/{m.version}.{ext}")
         assert status == 200
         assert body == getattr(m, ext)
 
 
-def names(report) -> list[str]:  # type: ignore[no-untyped-def]
+def names(report: Report) -> list[str]:
     return [r.name for r in report.removed]
 
 
@@ -34,11 +37,11 @@ def disk_bytes(root: Path) -> int:
 
 
 def test_versions_unused_past_the_age_go_newer_stay_used_ones_are_refreshed(
-        make_proxy, upstream: Upstream, clock: FakeClock) -> None:
+        make_proxy: Callable[..., ProxyServer], upstream: Upstream, clock: FakeClock) -> None:
     a = upstream.add(generate("example.com/a", "v1.0.0"))
     b = upstream.add(generate("example.com/b", "v1.0.0"))
     proxy = make_proxy([upstream.url], max_cache_age=3600.0)
-    cleaner = proxy.background[0].cleaner
+    cleaner = background_job(proxy, Housekeeping).cleaner
     root = Path(proxy.config.cache_dir)
     fetch(proxy, a)
     assert get(proxy, "/example.com/a/@v/list")[0] == 200
@@ -58,16 +61,17 @@ def test_versions_unused_past_the_age_go_newer_stay_used_ones_are_refreshed(
     clock.advance(601)
     assert names(cleaner.run()) == ["example.com/b@v1.0.0"]
     assert not (root / "example.com").exists()
-    assert proxy.background[0].store.last_used() == {}
+    assert background_job(proxy, Housekeeping).store.last_used() == {}
     # A removed version is a clean miss: fetched again, same bytes.
     assert get(proxy, "/example.com/a/@v/v1.0.0.zip")[2] == a.zip
     assert upstream.count("/example.com/a/@v/v1.0.0.zip") == 2
 
 
-def test_size_limit_evicts_least_recently_used_first(make_proxy, upstream: Upstream, clock: FakeClock) -> None:
+def test_size_limit_evicts_least_recently_used_first(make_proxy: Callable[..., ProxyServer], upstream: Upstream,
+                                                     clock: FakeClock) -> None:
     mods = [upstream.add(generate(f"example.com/m{i}", "v1.0.0", size=20_000)) for i in range(4)]
     proxy = make_proxy([upstream.url], max_cache_size=10 << 30)
-    cleaner = proxy.background[0].cleaner
+    cleaner = background_job(proxy, Housekeeping).cleaner
     root = Path(proxy.config.cache_dir)
     for m in mods:
         fetch(proxy, m)
@@ -89,7 +93,8 @@ def test_size_limit_evicts_least_recently_used_first(make_proxy, upstream: Upstr
     assert disk_bytes(root) == 0
 
 
-def test_a_module_list_goes_with_its_last_version(make_proxy, upstream: Upstream, clock: FakeClock) -> None:
+def test_a_module_list_goes_with_its_last_version(make_proxy: Callable[..., ProxyServer], upstream: Upstream,
+                                                  clock: FakeClock) -> None:
     m = upstream.add(generate("example.com/l", "v1.0.0", size=10_000))
     proxy = make_proxy([upstream.url], max_cache_size=1000)
     root = Path(proxy.config.cache_dir)
@@ -98,14 +103,14 @@ def test_a_module_list_goes_with_its_last_version(make_proxy, upstream: Upstream
     assert get(proxy, "/example.com/l/@v/list")[0] == 200
     assert get(proxy, "/example.com/l/@latest")[0] == 200
     clock.advance(1)
-    report = proxy.background[0].cleaner.run()
+    report = background_job(proxy, Housekeeping).cleaner.run()
     assert [(r.name, r.reason) for r in report.removed] == [("example.com/l@v1.0.0", "size"),
                                                            ("example.com/l (list)", "no version left")]
     assert not (root / "example.com").exists()
 
 
-def test_files_missing_from_the_database_are_adopted_with_their_mtime(make_proxy, upstream: Upstream,
-                                                                     clock: FakeClock) -> None:
+def test_files_missing_from_the_database_are_adopted_with_their_mtime(make_proxy: Callable[..., ProxyServer],
+                                                                      upstream: Upstream, clock: FakeClock) -> None:
     proxy = make_proxy([upstream.url], max_cache_age=3600.0)
     root = Path(proxy.config.cache_dir)
     for mod, age in (("old", 7200), ("new", 600)):
@@ -114,19 +119,19 @@ def test_files_missing_from_the_database_are_adopted_with_their_mtime(make_proxy
         for ext in ("info", "mod", "zip"):
             (d / f"v1.0.0.{ext}").write_bytes(b"x")
             os.utime(d / f"v1.0.0.{ext}", (clock.now - age, clock.now - age))
-    store = proxy.background[0].store
-    report = proxy.background[0].cleaner.run()
+    store = background_job(proxy, Housekeeping).store
+    report = background_job(proxy, Housekeeping).cleaner.run()
     assert report.adopted == 2
     assert names(report) == ["example.com/old@v1.0.0"]
     assert store.last_used() == {("example.com/new", "v1.0.0"): clock.now - 600}
 
 
 def test_versions_being_downloaded_or_with_fresh_partial_files_are_skipped(
-        make_proxy, upstream: Upstream, clock: FakeClock) -> None:
+        make_proxy: Callable[..., ProxyServer], upstream: Upstream, clock: FakeClock) -> None:
     a = upstream.add(generate("example.com/a", "v1.0.0"))
     b = upstream.add(generate("example.com/b", "v1.0.0"))
     proxy = make_proxy([upstream.url], max_cache_age=3600.0)
-    hk = proxy.background[0]
+    hk = background_job(proxy, Housekeeping)
     root = Path(proxy.config.cache_dir)
     fetch(proxy, a, ("info",))
     fetch(proxy, b, ("info",))
@@ -154,7 +159,8 @@ def test_versions_being_downloaded_or_with_fresh_partial_files_are_skipped(
     assert not (root / "example.com").exists()
 
 
-def test_sumdb_answers_are_never_removed(make_proxy, upstream: Upstream, clock: FakeClock) -> None:
+def test_sumdb_answers_are_never_removed(make_proxy: Callable[..., ProxyServer], upstream: Upstream,
+                                         clock: FakeClock) -> None:
     proxy = make_proxy([upstream.url], max_cache_age=1.0, max_cache_size=1)
     root = Path(proxy.config.cache_dir)
     tile = root / "sumdb/sum.golang.org/tile/8/0/000"
@@ -162,7 +168,7 @@ def test_sumdb_answers_are_never_removed(make_proxy, upstream: Upstream, clock: 
     tile.write_bytes(b"t" * 8192)
     os.utime(tile, (0, 0))
     clock.advance(86400)
-    report = proxy.background[0].cleaner.run()
+    report = background_job(proxy, Housekeeping).cleaner.run()
     assert report.removed == []
     assert tile.exists()
     metrics = get(proxy, "/metrics")[2].decode()
@@ -171,14 +177,14 @@ def test_sumdb_answers_are_never_removed(make_proxy, upstream: Upstream, clock: 
 
 
 def test_cleanup_racing_20_clients_never_truncates_or_corrupts_a_response(
-        make_proxy, upstream: Upstream, clock: FakeClock) -> None:
+        make_proxy: Callable[..., ProxyServer], upstream: Upstream, clock: FakeClock) -> None:
     # Many versions, so that between two passes some are not asked for and really go.
     mods = [upstream.add(generate(f"example.com/s{i}", "v1.0.0", size=70_000 + 1_000 * i)) for i in range(20)]
     expected = {f"/{m.path}/@v/{m.version}.{ext}": getattr(m, ext) for m in mods for ext in ("info", "mod", "zip")}
     expected.update({f"/{m.path}/@v/list": b"v1.0.0\n" for m in mods})
     paths = sorted(expected)
     proxy = make_proxy([upstream.url], max_cache_age=60.0, max_cache_size=2_000_000)
-    cleaner = proxy.background[0].cleaner
+    cleaner = background_job(proxy, Housekeeping).cleaner
     errors: list[str] = []
     served = [0] * 20
     stop = threading.Event()
@@ -254,7 +260,7 @@ def test_a_zero_cleanup_interval_is_refused() -> None:
         build({"max_cache_size": "lots"}, {}, {})
 
 
-def test_no_usage_database_appears_before_a_use(make_proxy, upstream: Upstream) -> None:
+def test_no_usage_database_appears_before_a_use(make_proxy: Callable[..., ProxyServer], upstream: Upstream) -> None:
     proxy = make_proxy([upstream.url])
-    proxy.background[0].store.close()
+    background_job(proxy, Housekeeping).store.close()
     assert not (Path(proxy.config.cache_dir) / DB_NAME).exists()

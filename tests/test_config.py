@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,7 +66,7 @@ LAYERING = [
 
 
 @pytest.mark.parametrize("file_data,env,flags,expect", LAYERING)
-def test_layering_defaults_file_env_flags(file_data: dict, env: dict, flags: dict,
+def test_layering_defaults_file_env_flags(file_data: dict[str, Any], env: dict[str, str], flags: dict[str, str],
                                           expect: tuple[str, object]) -> None:
     config = build(file_data, env, flags)
     assert getattr(config, expect[0]) == expect[1]
@@ -82,7 +83,8 @@ def test_layering_defaults_file_env_flags(file_data: dict, env: dict, flags: dic
     ({"port": {"a": 1}}, {}, {}, ["key port", "mapping"]),
     ({}, {"LOG_LEVEL": "loud"}, {}, ["LOG_LEVEL"]),
 ])
-def test_bad_values_name_key_and_layer(file_data: dict, env: dict, flags: dict, words: list[str]) -> None:
+def test_bad_values_name_key_and_layer(file_data: dict[str, Any], env: dict[str, str], flags: dict[str, str],
+                                       words: list[str]) -> None:
     with pytest.raises(ConfigError) as err:
         build(file_data, env, flags)
     for word in words:
@@ -114,7 +116,7 @@ def test_readme_table_lists_every_option() -> None:
     (["-dry-run", "x"], {"dry-run": "true"}, ["x"]),
     (["-upstream=http://a,http://b"], {"upstream": "http://a,http://b"}, []),
 ])
-def test_go_style_flags(args: list[str], flags: dict, rest: list[str]) -> None:
+def test_go_style_flags(args: list[str], flags: dict[str, str], rest: list[str]) -> None:
     assert parse_flags(args, booleans=frozenset({"dry-run"})) == (flags, rest)
 
 

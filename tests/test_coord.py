@@ -7,11 +7,13 @@ import secrets
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from goproxy.coord import RedisLocks, RedisUsage, parse_lock_url
+from goproxy.coord import LEASE, RedisLocks, RedisUsage, parse_lock_url
 from goproxy.locks import LockTimeout
 from goproxy.storage.base import LeaseLost
 from goproxy.storage.cleanup import Cleaner
@@ -45,10 +47,11 @@ def test_bad_lock_urls_say_what_is_wrong(text: str, problem: str) -> None:
     assert "hunter2" not in str(err.value)
 
 
-def locks(redisd: RedisServer, namespace: str, **kw: object) -> RedisLocks:
+def locks(redisd: RedisServer, namespace: str, lease: float = LEASE,
+          clock: Callable[[], float] = time.monotonic) -> RedisLocks:
     import redis
 
-    return RedisLocks(redis.Redis(host="127.0.0.1", port=redisd.port), namespace, **kw)  # type: ignore[arg-type]
+    return RedisLocks(redis.Redis(host="127.0.0.1", port=redisd.port), namespace, lease, clock)
 
 
 @pytest.fixture

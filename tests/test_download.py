@@ -7,11 +7,15 @@ import json
 import logging
 import signal
 import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
 from goproxy.download import PARALLEL_MIN
+from goproxy.progress import Bar
+from goproxy.server import ProxyServer
 from goproxy.sumdb import dirhash
 from tests.support.helpers import get, wait_for
 from tests.support.proc import Proc, start
@@ -37,7 +41,8 @@ def chunk_ranges(size: int) -> set[str]:
     return {f"bytes={s}-{min(size, s + CHUNK) - 1}" for s in range(0, size, CHUNK)}
 
 
-def test_big_zip_comes_in_parallel_chunks_over_several_connections(make_proxy, upstream: Upstream) -> None:
+def test_big_zip_comes_in_parallel_chunks_over_several_connections(make_proxy: Callable[..., ProxyServer],
+                                                                   upstream: Upstream) -> None:
     m = upstream.add(generate("example.com/big", "v1.0.0", size=3 * CHUNK + 1000))
     upstream.rate = 2 << 20  # per connection: parallel requests overlap, as on a slow link
     proxy = make_proxy([upstream.url], download_connections=4)
@@ -58,14 +63,15 @@ def test_big_zip_comes_in_parallel_chunks_over_several_connections(make_proxy, u
     assert upstream.count(zip_path(m)) == len(got)
 
 
-def test_small_zip_is_one_ranged_request(make_proxy, upstream: Upstream) -> None:
+def test_small_zip_is_one_ranged_request(make_proxy: Callable[..., ProxyServer], upstream: Upstream) -> None:
     m = upstream.add(generate("example.com/small", "v1.0.0"))
     proxy = make_proxy([upstream.url])
     assert get(proxy, zip_path(m))[2] == m.zip
     assert ranges(upstream, zip_path(m)) == [f"bytes=0-{CHUNK - 1}"]
 
 
-def test_upstream_without_range_support_gets_one_stream(make_proxy, upstream: Upstream) -> None:
+def test_upstream_without_range_support_gets_one_stream(make_proxy: Callable[..., ProxyServer],
+                                                        upstream: Upstream) -> None:
     m = upstream.add(generate("example.com/norange", "v1.0.0", size=2 * CHUNK))
     upstream.range_support = False
     proxy = make_proxy([upstream.url])
@@ -73,7 +79,7 @@ def test_upstream_without_range_support_gets_one_stream(make_proxy, upstream: Up
     assert upstream.count(zip_path(m)) == 1
 
 
-def test_one_connection_sends_no_range(make_proxy, upstream: Upstream) -> None:
+def test_one_connection_sends_no_range(make_proxy: Callable[..., ProxyServer], upstream: Upstream) -> None:
     m = upstream.add(generate("example.com/one", "v1.0.0", size=2 * CHUNK))
     proxy = make_proxy([upstream.url], download_connections=1)
     assert get(proxy, zip_path(m))[2] == m.zip
@@ -81,11 +87,11 @@ def test_one_connection_sends_no_range(make_proxy, upstream: Upstream) -> None:
 
 
 @pytest.mark.parametrize("content_range", ["bytes nonsense", "bytes 0-10/5", "", "bytes 0-524287/*"])
-def test_malformed_content_range_falls_back_to_one_stream(make_proxy, upstream: Upstream,
+def test_malformed_content_range_falls_back_to_one_stream(make_proxy: Callable[..., ProxyServer], upstream: Upstream,
                                                           content_range: str) -> None:
     m = upstream.add(generate("example.com/badrange", "v1.0.0", size=2 * CHUNK))
 
-    def bad_206(path: str, h) -> bool:  # type: ignore[no-untyped-def]
+    def bad_206(path: str, h: BaseHTTPRequestHandler) -> bool:
         if path != zip_path(m) or "Range" not in h.headers:
             return False
         part = m.zip[:CHUNK]
@@ -103,11 +109,13 @@ def test_malformed_content_range_falls_back_to_one_stream(make_proxy, upstream: 
     assert ranges(upstream, zip_path(m)) == [f"bytes=0-{CHUNK - 1}", None]
 
 
-def test_a_chunk_cut_short_is_fetched_again_and_counted_once(make_proxy, upstream: Upstream) -> None:
+def test_a_chunk_cut_short_is_fetched_again_and_counted_once(make_proxy: Callable[..., ProxyServer],
+                                                             upstream: Upstream,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     m = upstream.add(generate("example.com/cut", "v1.0.0", size=3 * CHUNK))
     path, cut = zip_path(m), threading.Event()
 
-    def cut_chunk_1(p: str, h) -> bool:  # type: ignore[no-untyped-def]
+    def cut_chunk_1(p: str, h: BaseHTTPRequestHandler) -> bool:
         if p != path or h.headers.get("Range") != f"bytes={CHUNK}-{2 * CHUNK - 1}" or cut.is_set():
             return False
         cut.set()
@@ -122,23 +130,29 @@ def test_a_chunk_cut_short_is_fetched_again_and_counted_once(make_proxy, upstrea
     upstream.fault = cut_chunk_1
     proxy = make_proxy([upstream.url], download_connections=2)
     progress = proxy.service.downloader.progress
-    bars = []
+    bars: list[Bar] = []
     start = progress.start
-    progress.start = lambda name: bars.append(start(name)) or bars[-1]
+
+    def recording_start(name: str) -> Bar:
+        bars.append(start(name))
+        return bars[-1]
+
+    monkeypatch.setattr(progress, "start", recording_start)
     assert get(proxy, path)[2] == m.zip
     assert cut.is_set()
     assert ranges(upstream, path).count(f"bytes={CHUNK}-{2 * CHUNK - 1}") == 2
     assert [b.done for b in bars] == [len(m.zip)]
 
 
-def test_zip_changed_upstream_mid_download_starts_over(make_proxy, upstream: Upstream, tmp_path: Path) -> None:
+def test_zip_changed_upstream_mid_download_starts_over(make_proxy: Callable[..., ProxyServer], upstream: Upstream,
+                                                       tmp_path: Path) -> None:
     old = generate("example.com/changed", "v1.0.0", size=2 * CHUNK)
     new = generate("example.com/changed", "v1.0.0", size=2 * CHUNK + 7)
     upstream.add(old)
     path = zip_path(old)
     first = threading.Event()
 
-    def swap(p: str, h) -> bool:  # type: ignore[no-untyped-def]
+    def swap(p: str, h: BaseHTTPRequestHandler) -> bool:
         if p == path and not first.is_set():
             first.set()
             upstream.add(new)  # answered below from the old bytes; every later request sees new
@@ -160,7 +174,8 @@ def test_zip_changed_upstream_mid_download_starts_over(make_proxy, upstream: Ups
     assert got.count(got[0]) == 2, "a second start, from scratch"
 
 
-def test_downloads_beyond_the_limit_queue_in_arrival_order(make_proxy, upstream: Upstream, caplog) -> None:
+def test_downloads_beyond_the_limit_queue_in_arrival_order(make_proxy: Callable[..., ProxyServer], upstream: Upstream,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
     mods = [upstream.add(generate(f"example.com/q{i}", "v1.0.0")) for i in range(3)]
     proxy = make_proxy([upstream.url], max_concurrent_downloads=1)
     upstream.gate = threading.Event()
@@ -174,7 +189,7 @@ def test_downloads_beyond_the_limit_queue_in_arrival_order(make_proxy, upstream:
         if i == 0:
             wait_for(lambda: upstream.count(zip_path(mods[0])) == 1)
         else:
-            wait_for(lambda i=i: proxy.metrics.downloads_queued.get() == i)
+            wait_for(lambda: proxy.metrics.downloads_queued.get() == i)  # noqa: B023 - wait_for calls it now
     assert proxy.metrics.downloads_active.get() == 1
     upstream.gate.set()
     for t in threads:
@@ -266,8 +281,8 @@ def test_single_stream_resumes_from_its_part_after_kill_9(procs: list[Proc], ups
 
 
 @pytest.mark.parametrize("extra", [0, 5])
-def test_a_part_already_complete_is_committed_one_too_long_refetched(make_proxy, upstream: Upstream,
-                                                                     extra: int) -> None:
+def test_a_part_already_complete_is_committed_one_too_long_refetched(make_proxy: Callable[..., ProxyServer],
+                                                                     upstream: Upstream, extra: int) -> None:
     m = upstream.add(generate(f"example.com/whole{extra}", "v1.0.0", size=CHUNK))
     proxy = make_proxy([upstream.url])
     final = _files(Path(proxy.config.cache_dir), m)
@@ -310,7 +325,7 @@ def test_parallel_download_resumes_missing_chunks_after_kill_9(procs: list[Proc]
     spans = sorted(chunk_ranges(len(m.zip)), key=lambda r: int(r[6:].split("-")[0]))
     missing = [r for i, r in enumerate(spans) if i not in done]
     got = ranges(upstream, zip_path(m), since)
-    assert sorted(got) == sorted(missing), "only the chunks the state file lacks are asked for"
+    assert sorted(got, key=str) == sorted(missing), "only the chunks the state file lacks are asked for"
     assert dirhash.hash_zip(str(final), f"{m.path}@{m.version}/") == _h1(m, tmp_path)
     assert not tmp.exists()
     assert not state_file.exists()
@@ -323,7 +338,8 @@ def _h1(m: Module, tmp_path: Path) -> str:
     return dirhash.hash_zip(str(true), f"{m.path}@{m.version}/")
 
 
-def _plant(make_proxy, upstream: Upstream, m: Module, state: object, tmp_bytes: bytes | None):  # type: ignore[no-untyped-def]
+def _plant(make_proxy: Callable[..., ProxyServer], upstream: Upstream, m: Module, state: object,
+           tmp_bytes: bytes | None) -> tuple[Module, ProxyServer, Path]:
     upstream.add(m)
     proxy = make_proxy([upstream.url])
     final = _files(Path(proxy.config.cache_dir), m)
@@ -336,7 +352,8 @@ def _plant(make_proxy, upstream: Upstream, m: Module, state: object, tmp_bytes: 
 
 
 @pytest.mark.parametrize("case", ["wrong size", "garbage state", "chunk out of range", "no tmp"])
-def test_mismatched_tmp_or_state_is_discarded(make_proxy, upstream: Upstream, case: str, caplog) -> None:
+def test_mismatched_tmp_or_state_is_discarded(make_proxy: Callable[..., ProxyServer], upstream: Upstream, case: str,
+                                              caplog: pytest.LogCaptureFixture) -> None:
     size = 2 * CHUNK + 1000  # the generated zip is a little bigger than its padding
     states: dict[str, tuple[object, bytes | None]] = {
         "wrong size": ({"size": 10, "chunk": CHUNK, "done": {}}, b"x" * 99),
@@ -353,7 +370,8 @@ def test_mismatched_tmp_or_state_is_discarded(make_proxy, upstream: Upstream, ca
     assert "discarding" in caplog.text or "no longer" in caplog.text
 
 
-def test_damaged_chunk_in_tmp_is_fetched_again_never_committed(make_proxy, upstream: Upstream) -> None:
+def test_damaged_chunk_in_tmp_is_fetched_again_never_committed(make_proxy: Callable[..., ProxyServer],
+                                                               upstream: Upstream) -> None:
     m = generate("example.com/damaged", "v1.0.0", size=2 * CHUNK)
     size = len(m.zip)
     n = (size + CHUNK - 1) // CHUNK

@@ -18,7 +18,7 @@ from goproxy.config import PrivateUpstream
 from goproxy.server import ProxyServer
 from goproxy.status.traffic import History
 from tests.support.browser import Chromium, find_chromium
-from tests.support.helpers import FakeClock, get, wait_for
+from tests.support.helpers import FakeClock, background_job, get, wait_for
 from tests.support.upstream import Upstream, generate
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -43,12 +43,6 @@ def browser(chromium_binary: str, tmp_path: Path) -> Chromium:
     return Chromium(chromium_binary, tmp_path / "chromium")
 
 
-def job(server: ProxyServer, kind: type) -> History | LogCapture:
-    found = [j for j in server.background if isinstance(j, kind)]
-    assert len(found) == 1
-    return found[0]  # type: ignore[no-any-return]
-
-
 def goproxy_line(dom: str) -> str:
     """Return the text of the GOPROXY line in chromium's serialised DOM."""
     m = re.search(r'id="goproxy-line">([^<]*)<', dom)
@@ -65,7 +59,7 @@ def test_the_console_check_catches_errors(browser: Chromium) -> None:
 def test_page_loads_in_chromium_without_console_errors(browser: Chromium, make_proxy: Callable[..., ProxyServer],
                                                        upstream: Upstream) -> None:
     proxy = make_proxy([upstream.url], retry_attempts=1)
-    capture = job(proxy, LogCapture)
+    capture = background_job(proxy, LogCapture)
     capture.start()
     try:
         upstream.set("/example.com/x/@v/list", 500, b"<script>console.error('injected')</script>")
@@ -110,7 +104,7 @@ def test_goproxy_line_shows_the_address_the_browser_used(browser: Chromium, make
 def fill_an_hour(proxy: ProxyServer, upstream: Upstream, clock: FakeClock) -> None:
     """Make an hour of traffic by the fake clock: a few new modules and many cache hits each
     minute, sampled into the history at each minute's end."""
-    history = job(proxy, History)
+    history = background_job(proxy, History)
     assert isinstance(history, History)
     history.sample()
     fetched: list[str] = []
@@ -135,7 +129,7 @@ def test_downloads_in_flight_show_on_the_page_and_a_screenshot_is_kept(
                        private_upstreams=(PrivateUpstream("corp.example.com", private.url),))
     fill_an_hour(proxy, upstream, clock)
     clock.advance(max(time.time() - clock(), 0.0))
-    capture = job(proxy, LogCapture)
+    capture = background_job(proxy, LogCapture)
     capture.start()
     upstream.set("/example.com/flaky/@v/list", 503, b"upstream overloaded, try again later")
     assert get(proxy, "/example.com/flaky/@v/list")[0] == 502

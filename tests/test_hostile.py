@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from goproxy.errors import BadRequest, NotFound
 from goproxy.modpath import escape_path, escape_version, parse_request, unescape_path, unescape_version
+from goproxy.server import ProxyServer
 from tests.support.helpers import get
 from tests.support.upstream import Upstream, generate
 
@@ -134,7 +136,7 @@ def snapshot(root: Path) -> list[str]:
 
 
 @pytest.fixture
-def hostile_proxy(make_proxy, upstream: Upstream, tmp_path: Path):  # type: ignore[no-untyped-def]
+def hostile_proxy(make_proxy: Callable[..., ProxyServer], upstream: Upstream, tmp_path: Path) -> ProxyServer:
     upstream.add(generate("example.com/m", "v1.0.0"))
     return make_proxy([upstream.url])
 
@@ -144,7 +146,8 @@ def test_there_are_at_least_50_hostile_requests() -> None:
 
 
 @pytest.mark.parametrize("line", HOSTILE, ids=[repr(h[:40]) for h in HOSTILE])
-def test_hostile_request_is_refused_cleanly(hostile_proxy, upstream: Upstream, tmp_path: Path, line: bytes) -> None:  # type: ignore[no-untyped-def]
+def test_hostile_request_is_refused_cleanly(hostile_proxy: ProxyServer, upstream: Upstream, tmp_path: Path,
+                                            line: bytes) -> None:
     before = snapshot(tmp_path)
     answer = exchange(hostile_proxy.port, line + b"\r\nHost: x\r\n\r\n")
     if answer:
@@ -156,14 +159,14 @@ def test_hostile_request_is_refused_cleanly(hostile_proxy, upstream: Upstream, t
 
 
 @pytest.mark.parametrize("headers", OVERSIZED_HEADERS, ids=["huge-header", "too-many-headers"])
-def test_oversized_headers_are_refused(hostile_proxy, upstream: Upstream, headers: bytes) -> None:  # type: ignore[no-untyped-def]
+def test_oversized_headers_are_refused(hostile_proxy: ProxyServer, upstream: Upstream, headers: bytes) -> None:
     answer = exchange(hostile_proxy.port, b"GET /example.com/m/@v/list HTTP/1.1\r\n" + headers + b"\r\n\r\n")
     assert answer == b"" or answer.split(b" ", 2)[1][:1] == b"4"
     assert upstream.total() == 0
     assert get(hostile_proxy, "/health")[0] == 200
 
 
-def test_idle_and_trickling_connections_do_not_starve_clients(hostile_proxy) -> None:  # type: ignore[no-untyped-def]
+def test_idle_and_trickling_connections_do_not_starve_clients(hostile_proxy: ProxyServer) -> None:
     idle = [socket.create_connection(("127.0.0.1", hostile_proxy.port), timeout=10) for _ in range(300)]
     try:
         for i, s in enumerate(idle):  # half of them trickle a partial request line

@@ -7,6 +7,7 @@ import resource
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,9 @@ def rss_mb(p: Proc) -> float:
             text = Path(f"/proc/{pid}/status").read_text()
         except FileNotFoundError:
             continue
-        total += int(re.search(r"VmRSS:\s+(\d+) kB", text).group(1))  # type: ignore[union-attr]
+        rss = re.search(r"VmRSS:\s+(\d+) kB", text)
+        assert rss is not None, text
+        total += int(rss.group(1))
     return total / 1024
 
 
@@ -51,7 +54,7 @@ def hit_times(port: int, path: str, n: int = 20) -> list[float]:
 
 
 def test_5000_idle_and_200_trickling_connections(procs: list[Proc], upstream: Upstream, tmp_path: Path,
-                                                 record_property) -> None:  # type: ignore[no-untyped-def]
+                                                 record_property: Callable[[str, object], None]) -> None:
     upstream.add(generate("example.com/idle", "v1.0.0"))
     p, port = start(procs, "-host", "127.0.0.1", "-port", "0", "-cache", str(tmp_path / "cache"), "-upstream",
                     upstream.url, "-workers", "2", "-header-timeout", "8s", "-progress", "off")
@@ -118,7 +121,7 @@ def test_5000_idle_and_200_trickling_connections(procs: list[Proc], upstream: Up
 
 
 def test_300_slow_readers_of_a_50_mb_zip(procs: list[Proc], upstream: Upstream, tmp_path: Path,
-                                         record_property) -> None:  # type: ignore[no-untyped-def]
+                                         record_property: Callable[[str, object], None]) -> None:
     m = upstream.add(generate("example.com/huge", "v1.0.0", size=50_000_000))
     p, port = start(procs, "-host", "127.0.0.1", "-port", "0", "-cache", str(tmp_path / "cache"), "-upstream",
                     upstream.url, "-workers", "2", "-handler-threads", "4", "-progress", "off")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from goproxy.metrics import Metrics
+from goproxy.server import ProxyServer
 from tests.support.helpers import get
 from tests.support.upstream import Upstream, generate
 
@@ -45,7 +47,7 @@ def parse(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     return samples
 
 
-def value(samples, name: str, **labels: str) -> float:  # type: ignore[no-untyped-def]
+def value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
@@ -56,7 +58,7 @@ def test_render_escapes_label_values_and_parses() -> None:
     assert value(s, "goproxy_upstream_errors_total", upstream='http://a\\"b\\\\c\\nd', kind="transient") == 1
 
 
-def test_counters_move_with_requests(make_proxy, upstream: Upstream) -> None:  # type: ignore[no-untyped-def]
+def test_counters_move_with_requests(make_proxy: Callable[..., ProxyServer], upstream: Upstream) -> None:
     mod = upstream.add(generate("example.com/met", "v1.0.0"))
     upstream.set("/example.com/met/@v/v1.0.0.mod", 503, b"flaky")
     proxy = make_proxy([upstream.url])

@@ -51,7 +51,7 @@ def status(**changes: object) -> Status:
         warnings=(LogEntry(NOW - 30, "ERROR", "goproxy.service", "fetch failed"),
                   LogEntry(NOW - 90, "WARNING", "goproxy.upstream", "retry 1/2")),
     )
-    return Status(**{**base.__dict__, **changes})  # type: ignore[arg-type]
+    return Status(**{**base.__dict__, **changes})
 
 
 def parse(page: bytes) -> ET.Element:
@@ -104,7 +104,7 @@ def test_page_is_well_formed_xml_with_balanced_html_tags() -> None:
 def test_page_is_self_contained_refreshes_itself_and_suits_phones_and_dark_mode() -> None:
     page = render(status(), "proxy.corp:3000").decode()
     root = parse(page.encode())
-    metas = {m.get("name") or m.get("http-equiv"): m.get("content") for m in root.iter("meta")}
+    metas = {m.get("name") or m.get("http-equiv"): m.get("content", "") for m in root.iter("meta")}
     assert metas["refresh"] == "10"
     assert metas["viewport"] == "width=device-width, initial-scale=1"
     assert metas["Content-Security-Policy"].startswith("default-src 'none'")
@@ -168,7 +168,9 @@ def test_hostile_warning_is_shown_as_text() -> None:
     warning = LogEntry(NOW, "WARNING", "goproxy.upstream", f"upstream said {HOSTILE}")
     page = render(status(warnings=(warning,), downloads=()), "p:1")
     root = parse(page)
-    assert text(by_id(root, "warnings").find(".//code")) == f"upstream said {HOSTILE}"  # type: ignore[arg-type]
+    code = by_id(root, "warnings").find(".//code")
+    assert code is not None
+    assert text(code) == f"upstream said {HOSTILE}"
     assert root.find(".//script") is None
     assert b"<script>" not in page
 

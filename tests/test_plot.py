@@ -50,7 +50,7 @@ def test_one_point_is_one_bar_of_full_height_and_one_ratio_dot() -> None:
     assert float(bar.get("height", "")) == pytest.approx(float(frame.get("height", "")), abs=0.1)
     assert root.find("svg:polyline", NS) is None  # a line needs two points; the dot shows the one
     assert len(root.findall("svg:circle", NS)) == 1
-    assert bar.findtext("svg:title", namespaces=NS).endswith("5 requests, 3 of 4 artifacts from the cache")
+    assert bar.findtext("svg:title", "", NS).endswith("5 requests, 3 of 4 artifacts from the cache")
     assert "no traffic recorded yet" not in texts(root)
 
 
@@ -67,7 +67,7 @@ def test_an_hour_of_points_is_sixty_bars_and_one_ratio_line_scaled_to_the_busies
     assert len(line.get("points", "").split()) == 60
     xs = [float(b.get("x", "")) for b in drawn]
     assert xs == sorted(xs)
-    assert root.findtext("svg:title", namespaces=NS).startswith("1830 requests in the last 60 minutes")
+    assert root.findtext("svg:title", "", NS).startswith("1830 requests in the last 60 minutes")
 
 
 def test_points_older_than_the_span_or_without_requests_draw_no_bar() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from goproxy.config import PrivateUpstream, build
 from goproxy.errors import ConfigError
 from goproxy.patterns import match
+from goproxy.server import ProxyServer
 from tests.support.helpers import get
 from tests.support.upstream import Upstream, generate
 
@@ -80,8 +82,10 @@ def private_config(url: str, auth: dict[str, str]) -> tuple[PrivateUpstream, ...
     ({"type": "bearer", "value": SECRET}, "Authorization", f"Bearer {SECRET}"),
     ({"type": "header", "name": "X-Api-Key", "value": SECRET}, "X-Api-Key", SECRET),
 ])
-def test_only_the_private_upstream_sees_credentials(make_proxy, make_upstream, caplog,  # type: ignore[no-untyped-def]
-                                                    auth: dict[str, str], header: str, value: str) -> None:
+def test_only_the_private_upstream_sees_credentials(make_proxy: Callable[..., ProxyServer],
+                                                    make_upstream: Callable[[], Upstream],
+                                                    caplog: pytest.LogCaptureFixture, auth: dict[str, str], header: str,
+                                                    value: str) -> None:
     public, private = make_upstream(), make_upstream()
     pub = public.add(generate("example.com/pub", "v1.0.0"))
     priv = private.add(generate("corp.example/team/lib", "v1.0.0"))
@@ -102,7 +106,8 @@ def test_only_the_private_upstream_sees_credentials(make_proxy, make_upstream, c
             assert SECRET.encode() not in f.read_bytes()
 
 
-def test_private_module_missing_upstream_never_falls_back_to_public(make_proxy, make_upstream) -> None:  # type: ignore[no-untyped-def]
+def test_private_module_missing_upstream_never_falls_back_to_public(make_proxy: Callable[..., ProxyServer],
+                                                                    make_upstream: Callable[[], Upstream]) -> None:
     public, private = make_upstream(), make_upstream()
     public.add(generate("corp.example/team/lib", "v1.0.0"))
     private.set("/corp.example/team/lib/@v/v1.0.0.mod", 500, b"private down")
@@ -113,7 +118,8 @@ def test_private_module_missing_upstream_never_falls_back_to_public(make_proxy, 
     assert public.total() == 0
 
 
-def test_private_module_is_not_looked_up_in_public_checksum_db(make_proxy, make_upstream) -> None:  # type: ignore[no-untyped-def]
+def test_private_module_is_not_looked_up_in_public_checksum_db(make_proxy: Callable[..., ProxyServer],
+                                                               make_upstream: Callable[[], Upstream]) -> None:
     public, private = make_upstream(), make_upstream()
     proxy = make_proxy([public.url], private_upstreams=private_config(private.url, {}))
     status, _, _ = get(proxy, "/sumdb/sum.golang.org/lookup/corp.example/team/lib@v1.0.0")
@@ -122,7 +128,8 @@ def test_private_module_is_not_looked_up_in_public_checksum_db(make_proxy, make_
     assert private.total() == 0
 
 
-def test_redirect_to_another_host_arrives_without_credentials(make_proxy, make_upstream) -> None:  # type: ignore[no-untyped-def]
+def test_redirect_to_another_host_arrives_without_credentials(make_proxy: Callable[..., ProxyServer],
+                                                              make_upstream: Callable[[], Upstream]) -> None:
     private, cdn = make_upstream(), make_upstream()
     m = cdn.add(generate("corp.example/team/lib", "v1.0.0"))
     cdn_url = cdn.url.replace("127.0.0.1", "localhost")
@@ -136,7 +143,9 @@ def test_redirect_to_another_host_arrives_without_credentials(make_proxy, make_u
     assert all("Authorization" not in h for _, h in cdn.seen_headers)
 
 
-def test_secrets_in_upstream_urls_are_masked_in_logs_and_errors(make_proxy, upstream: Upstream, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_secrets_in_upstream_urls_are_masked_in_logs_and_errors(make_proxy: Callable[..., ProxyServer],
+                                                                upstream: Upstream,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     url = upstream.url.replace("http://", f"http://user:{SECRET}@")
     upstream.set("/example.com/x/@v/v1.0.0.mod", 500, b"broken")

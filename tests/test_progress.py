@@ -28,7 +28,7 @@ pytestmark = pytest.mark.timeout(120)
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR) \S")
 
 
-def test_lines_mode_logs_at_most_one_line_per_interval_and_a_completion_line(caplog) -> None:
+def test_lines_mode_logs_at_most_one_line_per_interval_and_a_completion_line(caplog: pytest.LogCaptureFixture) -> None:
     clock = FakeClock()
     progress = Progress("lines", None, clock)
     caplog.set_level(logging.INFO, logger="goproxy")
@@ -48,7 +48,7 @@ def test_lines_mode_logs_at_most_one_line_per_interval_and_a_completion_line(cap
     assert lines[-1] == "fetched example.com/m@v1.0.0.zip: 10.0 MB in 25.000s (400.0 KB/s)"
 
 
-def test_off_mode_draws_nothing_but_still_logs_completion(caplog) -> None:
+def test_off_mode_draws_nothing_but_still_logs_completion(caplog: pytest.LogCaptureFixture) -> None:
     stream = io.StringIO()
     progress = Progress("off", stream, FakeClock())
     caplog.set_level(logging.INFO, logger="goproxy")
@@ -126,7 +126,9 @@ def test_tty_block_of_bars_with_logs_scrolling_above_on_a_real_pty(upstream: Ups
     reader.start()
     try:
         wait_for(lambda: b"Set GOPROXY=" in out, timeout=20)
-        port = int(re.search(rb"localhost:(\d+)", bytes(out)).group(1))  # type: ignore[union-attr]
+        announced = re.search(rb"localhost:(\d+)", bytes(out))
+        assert announced is not None, bytes(out)
+        port = int(announced.group(1))
         clients = [threading.Thread(target=get, args=(port, f"/{m.path}/@v/v1.0.0.zip")) for m in mods]
         for t in clients:
             t.start()

@@ -6,24 +6,27 @@ import http.client
 import os
 import socket
 import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
 from goproxy.server import ProxyServer
 from tests.support.helpers import FakeClock, Sleeps, get, wait_for
-from tests.support.upstream import Upstream, generate
+from tests.support.upstream import Module, Upstream, generate
 
 MOD = "example.com/Hello"
 ESC = "example.com/!hello"
 
 
 @pytest.fixture
-def mod(upstream: Upstream):
+def mod(upstream: Upstream) -> Module:
     return upstream.add(generate(MOD, "v1.0.0"))
 
 
-def test_miss_then_hit_for_each_immutable_artifact(make_proxy, upstream: Upstream, mod) -> None:
+def test_miss_then_hit_for_each_immutable_artifact(make_proxy: Callable[..., ProxyServer], upstream: Upstream,
+                                                   mod: Module) -> None:
     proxy = make_proxy([upstream.url])
     for ext, body, ctype in [("info", mod.info, "application/json"), ("mod", mod.mod, "text/plain"),
                              ("zip", mod.zip, "application/zip")]:
@@ -40,14 +43,15 @@ def test_miss_then_hit_for_each_immutable_artifact(make_proxy, upstream: Upstrea
     assert cached.read_bytes() == mod.zip
 
 
-def test_head_sends_headers_without_body(make_proxy, upstream: Upstream, mod) -> None:
+def test_head_sends_headers_without_body(make_proxy: Callable[..., ProxyServer], upstream: Upstream,
+                                         mod: Module) -> None:
     proxy = make_proxy([upstream.url])
     status, headers, body = get(proxy, f"/{ESC}/@v/v1.0.0.zip", method="HEAD")
     assert (status, body) == (200, b"")
     assert headers["content-length"] == str(len(mod.zip))
 
 
-def test_big_zip_is_served_whole_with_sendfile(make_proxy, upstream: Upstream) -> None:
+def test_big_zip_is_served_whole_with_sendfile(make_proxy: Callable[..., ProxyServer], upstream: Upstream) -> None:
     big = upstream.add(generate("example.com/big", "v1.0.0", size=3 << 20))
     proxy = make_proxy([upstream.url])
     for _ in range(2):
@@ -56,7 +60,8 @@ def test_big_zip_is_served_whole_with_sendfile(make_proxy, upstream: Upstream) -
         assert body == big.zip
 
 
-def test_keep_alive_serves_many_requests_on_one_connection(make_proxy, upstream: Upstream, mod) -> None:
+def test_keep_alive_serves_many_requests_on_one_connection(make_proxy: Callable[..., ProxyServer], upstream: Upstream,
+                                                           mod: Module) -> None:
     proxy = make_proxy([upstream.url])
     conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
     for path in [f"/{ESC}/@v/v1.0.0.info", f"/{ESC}/@v/v1.0.0.mod", "/health", "/nope", f"/{ESC}/@v/list"]:
@@ -69,7 +74,8 @@ def test_keep_alive_serves_many_requests_on_one_connection(make_proxy, upstream:
     conn.close()
 
 
-def test_list_and_latest_refresh_after_ttl(make_proxy, upstream: Upstream, mod, clock: FakeClock) -> None:
+def test_list_and_latest_refresh_after_ttl(make_proxy: Callable[..., ProxyServer], upstream: Upstream, mod: Module,
+                                           clock: FakeClock) -> None:
     proxy = make_proxy([upstream.url], list_ttl=300.0)
     for path in [f"/{ESC}/@v/list", f"/{ESC}/@latest"]:
         assert get(proxy, path)[0] == 200
@@ -80,12 +86,13 @@ def test_list_and_latest_refresh_after_ttl(make_proxy, upstream: Upstream, mod, 
         assert upstream.count(path) == 1
         clock.advance(2)
         assert get(proxy, path)[0] == 200  # the stale copy, at once; refreshed in the background
-        wait_for(lambda p=path: upstream.count(p) == 2)
-        wait_for(lambda p=path: not proxy.service.flights.in_flight(p.lstrip("/")))
+        wait_for(lambda: upstream.count(path) == 2)  # noqa: B023 - wait_for calls it now
+        wait_for(lambda: not proxy.service.flights.in_flight(path.lstrip("/")))  # noqa: B023 - wait_for calls it now
         clock.advance(-301)
 
 
-def test_new_version_appears_in_list_after_ttl(make_proxy, upstream: Upstream, mod, clock: FakeClock) -> None:
+def test_new_version_appears_in_list_after_ttl(make_proxy: Callable[..., ProxyServer], upstream: Upstream, mod: Module,
+                                               clock: FakeClock) -> None:
     proxy = make_proxy([upstream.url])
     assert get(proxy, f"/{ESC}/@v/list")[2] == b"v1.0.0\n"
     upstream.add(generate(MOD, "v1.1.0"))
@@ -95,7 +102,8 @@ def test_new_version_appears_in_list_after_ttl(make_proxy, upstream: Upstream, m
     wait_for(lambda: get(proxy, f"/{ESC}/@v/list")[2] == b"v1.0.0\nv1.1.0\n")
 
 
-def test_query_info_is_mutable(make_proxy, upstream: Upstream, mod, clock: FakeClock) -> None:
+def test_query_info_is_mutable(make_proxy: Callable[..., ProxyServer], upstream: Upstream, mod: Module,
+                               clock: FakeClock) -> None:
     upstream.set(f"/{ESC}/@v/master.info", body=mod.info)
     proxy = make_proxy([upstream.url])
     status, headers, body = get(proxy, f"/{ESC}/@v/master.info")
@@ -107,8 +115,8 @@ def test_query_info_is_mutable(make_proxy, upstream: Upstream, mod, clock: FakeC
     wait_for(lambda: upstream.count(f"/{ESC}/@v/master.info") == 2)
 
 
-def test_stale_list_served_when_every_upstream_fails(make_proxy, upstream: Upstream, mod,
-                                                     clock: FakeClock, sleeps: Sleeps) -> None:
+def test_stale_list_served_when_every_upstream_fails(make_proxy: Callable[..., ProxyServer], upstream: Upstream,
+                                                     mod: Module, clock: FakeClock, sleeps: Sleeps) -> None:
     proxy = make_proxy([upstream.url], max_stale=0.0)  # no answer at once: the request waits for the refresh
     path = f"/{ESC}/@v/list"
     assert get(proxy, path)[2] == b"v1.0.0\n"
@@ -120,7 +128,8 @@ def test_stale_list_served_when_every_upstream_fails(make_proxy, upstream: Upstr
     assert len(sleeps.calls) == 2
 
 
-def test_not_found_passes_through_and_is_remembered(make_proxy, upstream: Upstream, clock: FakeClock) -> None:
+def test_not_found_passes_through_and_is_remembered(make_proxy: Callable[..., ProxyServer], upstream: Upstream,
+                                                    clock: FakeClock) -> None:
     proxy = make_proxy([upstream.url])
     path = "/example.com/missing/@v/v1.0.0.info"
     upstream.set(path, 404, b"not found: example.com/missing@v1.0.0: no such module")
@@ -137,14 +146,16 @@ def test_not_found_passes_through_and_is_remembered(make_proxy, upstream: Upstre
     assert upstream.count(path) == 2
 
 
-def test_gone_keeps_its_410_status(make_proxy, upstream: Upstream) -> None:
+def test_gone_keeps_its_410_status(make_proxy: Callable[..., ProxyServer], upstream: Upstream) -> None:
     proxy = make_proxy([upstream.url])
     upstream.set("/example.com/gone/@v/list", 410, b"gone for good")
     status, _, body = get(proxy, "/example.com/gone/@v/list")
     assert (status, body) == (410, b"gone for good\n")
 
 
-def test_fallback_to_next_upstream_on_not_found_and_on_failure(make_proxy, make_upstream, sleeps: Sleeps) -> None:
+def test_fallback_to_next_upstream_on_not_found_and_on_failure(make_proxy: Callable[..., ProxyServer],
+                                                               make_upstream: Callable[[], Upstream],
+                                                               sleeps: Sleeps) -> None:
     first, second = make_upstream(), make_upstream()
     m = second.add(generate("example.com/fb", "v1.0.0"))
     first.set("/example.com/fb/@v/v1.0.0.mod", 500, b"boom")
@@ -155,7 +166,8 @@ def test_fallback_to_next_upstream_on_not_found_and_on_failure(make_proxy, make_
     assert first.count("/example.com/fb/@v/v1.0.0.mod") == 3
 
 
-def test_last_upstream_not_found_text_reaches_client(make_proxy, make_upstream) -> None:
+def test_last_upstream_not_found_text_reaches_client(make_proxy: Callable[..., ProxyServer],
+                                                     make_upstream: Callable[[], Upstream]) -> None:
     first, second = make_upstream(), make_upstream()
     first.set("/example.com/x/@v/list", 404, b"first says no")
     second.set("/example.com/x/@v/list", 404, b"second says no")
@@ -163,7 +175,7 @@ def test_last_upstream_not_found_text_reaches_client(make_proxy, make_upstream) 
     assert get(proxy, "/example.com/x/@v/list")[:3:2] == (404, b"second says no\n")
 
 
-def test_upstream_failure_is_502_with_the_error(make_proxy, upstream: Upstream) -> None:
+def test_upstream_failure_is_502_with_the_error(make_proxy: Callable[..., ProxyServer], upstream: Upstream) -> None:
     proxy = make_proxy([upstream.url])
     upstream.set("/example.com/x/@v/v1.0.0.mod", 500, b"internal trouble")
     status, _, body = get(proxy, "/example.com/x/@v/v1.0.0.mod")
@@ -173,7 +185,8 @@ def test_upstream_failure_is_502_with_the_error(make_proxy, upstream: Upstream) 
     assert not (Path(proxy.config.cache_dir) / "example.com/x/@v/v1.0.0.mod").exists()
 
 
-def test_invalid_info_json_is_rejected_and_not_cached(make_proxy, upstream: Upstream) -> None:
+def test_invalid_info_json_is_rejected_and_not_cached(make_proxy: Callable[..., ProxyServer],
+                                                      upstream: Upstream) -> None:
     proxy = make_proxy([upstream.url])
     upstream.set("/example.com/x/@v/v1.0.0.info", 200, b"<html>captive portal</html>")
     assert get(proxy, "/example.com/x/@v/v1.0.0.info")[0] == 502
@@ -191,7 +204,8 @@ def test_invalid_info_json_is_rejected_and_not_cached(make_proxy, upstream: Upst
     ("/favicon.ico", 404),
     ("/index.html", 404),                      # "/" is the front page; nothing else is
 ])
-def test_malformed_requests_never_reach_upstream(make_proxy, upstream: Upstream, path: str, status: int) -> None:
+def test_malformed_requests_never_reach_upstream(make_proxy: Callable[..., ProxyServer], upstream: Upstream, path: str,
+                                                 status: int) -> None:
     proxy = make_proxy([upstream.url])
     got, headers, body = get(proxy, path)
     assert got == status
@@ -202,7 +216,8 @@ def test_malformed_requests_never_reach_upstream(make_proxy, upstream: Upstream,
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "BREW"])
-def test_other_methods_get_405_with_allow(make_proxy, upstream: Upstream, method: str) -> None:
+def test_other_methods_get_405_with_allow(make_proxy: Callable[..., ProxyServer], upstream: Upstream,
+                                          method: str) -> None:
     proxy = make_proxy([upstream.url])
     status, headers, _ = get(proxy, f"/{ESC}/@v/list", method=method)
     assert status == 405
@@ -210,7 +225,7 @@ def test_other_methods_get_405_with_allow(make_proxy, upstream: Upstream, method
     assert upstream.total() == 0
 
 
-def test_health(make_proxy, upstream: Upstream) -> None:
+def test_health(make_proxy: Callable[..., ProxyServer], upstream: Upstream) -> None:
     proxy = make_proxy([upstream.url])
     assert get(proxy, "/health")[:3:2] == (200, b"ok\n")
 
@@ -218,7 +233,7 @@ def test_health(make_proxy, upstream: Upstream) -> None:
 def raw_request(port: int, request_line: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(request_line + b"\r\nHost: x\r\nConnection: close\r\n\r\n")
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             data = s.recv(65536)
             if not data:
@@ -243,7 +258,8 @@ TRAVERSALS = [
 
 
 @pytest.mark.parametrize("line", TRAVERSALS)
-def test_traversal_attempts_touch_nothing(make_proxy, upstream: Upstream, tmp_path: Path, line: bytes) -> None:
+def test_traversal_attempts_touch_nothing(make_proxy: Callable[..., ProxyServer], upstream: Upstream, tmp_path: Path,
+                                          line: bytes) -> None:
     proxy = make_proxy([upstream.url])
     before = sorted(p for p in tmp_path.rglob("*"))
     answer = raw_request(proxy.port, line)
@@ -253,7 +269,8 @@ def test_traversal_attempts_touch_nothing(make_proxy, upstream: Upstream, tmp_pa
     assert get(proxy, "/health")[0] == 200
 
 
-def test_single_flight_one_upstream_request_for_30_clients(make_proxy, upstream: Upstream) -> None:
+def test_single_flight_one_upstream_request_for_30_clients(make_proxy: Callable[..., ProxyServer],
+                                                           upstream: Upstream) -> None:
     m = upstream.add(generate("example.com/sf", "v1.0.0", size=200_000))
     proxy: ProxyServer = make_proxy([upstream.url])
     upstream.gate = threading.Event()
@@ -277,7 +294,7 @@ def test_single_flight_one_upstream_request_for_30_clients(make_proxy, upstream:
     assert results == [(200, m.zip)] * 30
 
 
-def test_client_hang_up_does_not_cancel_the_fetch(make_proxy, upstream: Upstream) -> None:
+def test_client_hang_up_does_not_cancel_the_fetch(make_proxy: Callable[..., ProxyServer], upstream: Upstream) -> None:
     m = upstream.add(generate("example.com/hu", "v1.0.0"))
     proxy: ProxyServer = make_proxy([upstream.url])
     upstream.gate = threading.Event()
@@ -293,7 +310,8 @@ def test_client_hang_up_does_not_cancel_the_fetch(make_proxy, upstream: Upstream
     assert upstream.count(path) == 1
 
 
-def test_failed_fetch_is_shared_by_waiters_and_not_cached(make_proxy, upstream: Upstream) -> None:
+def test_failed_fetch_is_shared_by_waiters_and_not_cached(make_proxy: Callable[..., ProxyServer],
+                                                          upstream: Upstream) -> None:
     proxy: ProxyServer = make_proxy([upstream.url])
     path = "/example.com/bad/@v/v1.0.0.mod"
     upstream.set(path, 500, b"nope")
@@ -302,11 +320,11 @@ def test_failed_fetch_is_shared_by_waiters_and_not_cached(make_proxy, upstream: 
     assert get(proxy, path)[0] == 200  # the failure was not remembered
 
 
-def test_no_partial_file_is_ever_visible(make_proxy, upstream: Upstream) -> None:
+def test_no_partial_file_is_ever_visible(make_proxy: Callable[..., ProxyServer], upstream: Upstream) -> None:
     m = upstream.add(generate("example.com/cut", "v1.0.0", size=100_000))
     path = "/example.com/cut/@v/v1.0.0.zip"
 
-    def cut(p: str, h) -> bool:
+    def cut(p: str, h: BaseHTTPRequestHandler) -> bool:
         if p != path:
             return False
         h.send_response(200)
@@ -327,7 +345,7 @@ def test_no_partial_file_is_ever_visible(make_proxy, upstream: Upstream) -> None
     assert get(proxy, path)[2] == m.zip
 
 
-def test_graceful_stop_finishes_requests_in_flight(make_proxy, upstream: Upstream) -> None:
+def test_graceful_stop_finishes_requests_in_flight(make_proxy: Callable[..., ProxyServer], upstream: Upstream) -> None:
     m = upstream.add(generate("example.com/gs", "v1.0.0"))
     proxy: ProxyServer = make_proxy([upstream.url])
     upstream.gate = threading.Event()
@@ -349,7 +367,7 @@ def test_graceful_stop_finishes_requests_in_flight(make_proxy, upstream: Upstrea
         socket.create_connection(("127.0.0.1", proxy.port), timeout=2).close()
 
 
-def test_cache_files_are_0644(make_proxy, upstream: Upstream, mod) -> None:
+def test_cache_files_are_0644(make_proxy: Callable[..., ProxyServer], upstream: Upstream, mod: Module) -> None:
     proxy = make_proxy([upstream.url])
     get(proxy, f"/{ESC}/@v/v1.0.0.mod")
     st = os.stat(Path(proxy.config.cache_dir) / ESC / "@v/v1.0.0.mod")

@@ -59,8 +59,8 @@ def test_kill_9_during_concurrent_downloads_leaves_only_complete_artifacts(
         p, port = start(procs, *args)
         target = upstream.total() + rng.randint(5, 40)
         # Kill after a random number of upstream requests, or once there is nothing left to fetch.
-        kill_under_load(p, port, paths, 20, round_ * 100, lambda target=target: upstream.total() >= target or len(
-            artifacts(cache)) == len(paths))
+        kill_under_load(p, port, paths, 20, round_ * 100, lambda: upstream.total() >= target or len(  # noqa: B023
+            artifacts(cache)) == len(paths))  # (kill_under_load calls it before it returns)
         for f in artifacts(cache):
             assert f.read_bytes() == expected(upstream, cache, f), f
     # A last run serves everything correctly from what the kills left behind.

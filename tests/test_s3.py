@@ -200,7 +200,9 @@ def test_scan_lists_every_object_under_the_prefix(seaweed: Seaweed, s3_url: str,
     other.write(KEY, b"not ours")
     found = {st.key: st for st in store.scan()}
     assert set(found) == {KEY, "example.com/m/@v/list"}
-    assert found[KEY].token == store.stat(KEY).token  # type: ignore[union-attr]
+    st = store.stat(KEY)
+    assert st is not None
+    assert found[KEY].token == st.token
 
 
 def config_for(seaweed: Seaweed, url: str, tmp_path: Path, **kw: Any) -> Config:

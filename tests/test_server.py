@@ -3,11 +3,13 @@ the connection cap, slow readers, client resets, and the handler pool."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,7 @@ MOD = "/example.com/m/@v/v1.0.0.mod"
 
 
 @pytest.fixture
-def served(make_proxy, upstream: Upstream):  # type: ignore[no-untyped-def]
+def served(make_proxy: Callable[..., ProxyServer], upstream: Upstream) -> ProxyServer:
     upstream.add(generate("example.com/m", "v1.0.0", size=300_000))
     return make_proxy([upstream.url], header_timeout=1.0, client_timeout=2.0)
 
@@ -134,7 +136,8 @@ def test_idle_keep_alive_connection_is_closed_after_the_client_timeout(served: P
         assert 1.5 <= time.monotonic() - started < 3.5
 
 
-def test_at_the_connection_cap_the_longest_idle_connection_makes_room(make_proxy, upstream: Upstream) -> None:  # type: ignore[no-untyped-def]
+def test_at_the_connection_cap_the_longest_idle_connection_makes_room(make_proxy: Callable[..., ProxyServer],
+                                                                      upstream: Upstream) -> None:
     proxy = make_proxy([upstream.url], max_connections=20)
     idle = [connect(proxy) for _ in range(20)]
     try:
@@ -148,7 +151,8 @@ def test_at_the_connection_cap_the_longest_idle_connection_makes_room(make_proxy
             s.close()
 
 
-def test_a_slow_reader_does_not_hold_a_handler_thread(make_proxy, upstream: Upstream) -> None:  # type: ignore[no-untyped-def]
+def test_a_slow_reader_does_not_hold_a_handler_thread(make_proxy: Callable[..., ProxyServer],
+                                                      upstream: Upstream) -> None:
     m = upstream.add(generate("example.com/big", "v1.0.0", size=3_000_000))
     proxy = make_proxy([upstream.url], handler_threads=1)
     path = "/example.com/big/@v/v1.0.0.zip"
@@ -170,7 +174,8 @@ def test_a_slow_reader_does_not_hold_a_handler_thread(make_proxy, upstream: Upst
             s.close()
 
 
-def test_a_client_reset_is_one_info_line(make_proxy, upstream: Upstream, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+def test_a_client_reset_is_one_info_line(make_proxy: Callable[..., ProxyServer], upstream: Upstream,
+                                         caplog: pytest.LogCaptureFixture) -> None:
     upstream.add(generate("example.com/r", "v1.0.0", size=8_000_000))  # more than socket buffers hold
     served = make_proxy([upstream.url])
     assert get(served, "/example.com/r/@v/v1.0.0.zip")[0] == 200
@@ -203,7 +208,7 @@ def test_pool_keeps_few_threads_runnable_and_wakes_more_for_stuck_tasks() -> Non
         release.wait(10)
 
     for i in range(3):
-        pool.submit(lambda i=i: blocked(i))
+        pool.submit(functools.partial(blocked, i))
     wait_for(lambda: started == [0])
     assert pool.threads == 1  # one runnable thread: the others wait their turn
     now[0] += 0.02  # the first task has now run for longer than stuck

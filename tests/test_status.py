@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from goproxy.status.logring import MESSAGE_MAX, WarningRing
 from goproxy.status.model import CacheStatus, ChecksumStatus, Counters, Minute, to_json
 from goproxy.status.source import CacheReport, ChecksumReport, StatusSource, UpstreamTable
 from goproxy.status.traffic import History, read_counters
+from goproxy.storage.base import Stat
 from goproxy.storage.disk import DiskStorage
 from goproxy.storage.usage import UsageStore
 from tests.support.helpers import FakeClock, wait_for
@@ -127,7 +129,7 @@ class CountingDisk(DiskStorage):
 
     scans = 0
 
-    def scan(self):  # type: ignore[no-untyped-def]
+    def scan(self) -> Iterator[Stat]:
         self.scans += 1
         yield from super().scan()
 
@@ -183,7 +185,8 @@ def test_cache_count_is_none_while_the_first_count_is_still_running(tmp_path: Pa
     wait_for(lambda: counter.latest() is not None)
 
 
-def test_cache_count_failure_keeps_the_last_figures_and_logs_once(tmp_path: Path, caplog) -> None:
+def test_cache_count_failure_keeps_the_last_figures_and_logs_once(tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
     clock = FakeClock()
     broken = [False]
 

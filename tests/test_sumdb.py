@@ -17,7 +17,7 @@ import pytest
 
 from goproxy.errors import ConfigError
 from goproxy.server import ProxyServer
-from goproxy.sumdb.db import parse_gosumdb
+from goproxy.sumdb.db import GoSumDB, parse_gosumdb
 from tests.support.gotestproxy import SUMDB_KEY, SUMDB_NAME, GoTestProxy, go_env, run_go
 from tests.support.helpers import get
 
@@ -68,7 +68,7 @@ def tampers() -> Iterator[list[Tamper]]:
         t.close()
 
 
-def sumdb(url: str = "", key: str = SUMDB_KEY) -> Any:
+def sumdb(url: str = "", key: str = SUMDB_KEY) -> GoSumDB | None:
     return parse_gosumdb(f"{key} {url}".strip())
 
 
@@ -78,7 +78,9 @@ def cached(proxy: ProxyServer, path: str) -> bool:
 
 def test_gosumdb_forms() -> None:
     assert parse_gosumdb("off") is None
-    assert parse_gosumdb("sum.golang.org").name == "sum.golang.org"  # type: ignore[union-attr]
+    default = parse_gosumdb("sum.golang.org")
+    assert default is not None
+    assert default.name == "sum.golang.org"
     db = parse_gosumdb(f"{SUMDB_KEY} http://127.0.0.1:9/x")
     assert db is not None
     assert (db.name, db.url) == (SUMDB_NAME, "http://127.0.0.1:9/x")
@@ -94,7 +96,7 @@ def test_bad_gosumdb_names_the_variable() -> None:
         build({}, {"GOSUMDB": "sum.golang.org+00000000+AAAA"}, {})
 
 
-def test_verified_modules_are_served_and_cached(make_proxy, testproxy: GoTestProxy) -> None:  # type: ignore[no-untyped-def]
+def test_verified_modules_are_served_and_cached(make_proxy: Callable[..., ProxyServer], testproxy: GoTestProxy) -> None:
     proxy = make_proxy([testproxy.url], gosumdb=sumdb(testproxy.url + "/sumdb-direct"))
     for ext in ("zip", "mod", "info"):
         assert get(proxy, f"{QUOTE}.{ext}")[0] == 200
@@ -104,13 +106,15 @@ def test_verified_modules_are_served_and_cached(make_proxy, testproxy: GoTestPro
     assert get(proxy, "/metrics")[2].count(b'goproxy_checksum_verifications_total{result="ok"}') == 1
 
 
-def test_verification_through_the_upstream_sumdb_passthrough(make_proxy, testproxy: GoTestProxy) -> None:  # type: ignore[no-untyped-def]
+def test_verification_through_the_upstream_sumdb_passthrough(make_proxy: Callable[..., ProxyServer],
+                                                             testproxy: GoTestProxy) -> None:
     proxy = make_proxy([testproxy.url], gosumdb=sumdb())  # no URL: the upstream proxies /sumdb/<name>/
     assert get(proxy, f"{QUOTE}.zip")[0] == 200
     assert (Path(proxy.config.cache_dir) / "sumdb" / SUMDB_NAME / "lookup/rsc.io/quote@v1.5.2").exists()
 
 
-def test_wrong_hashes_are_rejected_and_nothing_cached(make_proxy, testproxy: GoTestProxy, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_hashes_are_rejected_and_nothing_cached(make_proxy: Callable[..., ProxyServer], testproxy: GoTestProxy,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     proxy = make_proxy([testproxy.url], gosumdb=sumdb(testproxy.url + "/sumdb-wrong"))
     for ext in ("zip", "mod"):
@@ -122,13 +126,14 @@ def test_wrong_hashes_are_rejected_and_nothing_cached(make_proxy, testproxy: GoT
     assert get(proxy, f"{QUOTE}.zip")[0] == 502  # and stays rejected: the failure was not cached
 
 
-def test_gonosumdb_patterns_skip_verification(make_proxy, testproxy: GoTestProxy) -> None:  # type: ignore[no-untyped-def]
+def test_gonosumdb_patterns_skip_verification(make_proxy: Callable[..., ProxyServer], testproxy: GoTestProxy) -> None:
     proxy = make_proxy([testproxy.url], gosumdb=sumdb(testproxy.url + "/sumdb-wrong"), gonosumdb=("rsc.io/quote",))
     assert get(proxy, f"{QUOTE}.zip")[0] == 200
     assert get(proxy, "/golang.org/x/text/@v/v0.3.0.zip")[0] == 502
 
 
-def test_tampered_tile_is_rejected(make_proxy, testproxy: GoTestProxy, tampers: list[Tamper]) -> None:  # type: ignore[no-untyped-def]
+def test_tampered_tile_is_rejected(make_proxy: Callable[..., ProxyServer], testproxy: GoTestProxy,
+                                   tampers: list[Tamper]) -> None:
     def flip(path: str, body: bytes) -> bytes:
         if "/tile/" in path and "/data/" not in path and body:
             return bytes([body[0] ^ 1]) + body[1:]
@@ -143,7 +148,7 @@ def test_tampered_tile_is_rejected(make_proxy, testproxy: GoTestProxy, tampers: 
     assert not cached(proxy, f"{QUOTE}.zip")
 
 
-def test_wrong_key_is_rejected(make_proxy, testproxy: GoTestProxy) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_key_is_rejected(make_proxy: Callable[..., ProxyServer], testproxy: GoTestProxy) -> None:
     raw = b"\x01" + hashlib.sha256(b"another key").digest()
     key_hash = hashlib.sha256(SUMDB_NAME.encode() + b"\n" + raw).digest()[:4].hex()
     other = f"{SUMDB_NAME}+{key_hash}+{base64.b64encode(raw).decode()}"
@@ -154,7 +159,7 @@ def test_wrong_key_is_rejected(make_proxy, testproxy: GoTestProxy) -> None:  # t
     assert not cached(proxy, f"{QUOTE}.zip")
 
 
-def test_forked_tree_is_detected(make_proxy, testproxy: GoTestProxy) -> None:  # type: ignore[no-untyped-def]
+def test_forked_tree_is_detected(make_proxy: Callable[..., ProxyServer], testproxy: GoTestProxy) -> None:
     # Two logs under one name and key: the first proxy keeps the tree head it verified (from the
     # small "wrong" log); the second sees the real, larger log, which does not extend it.
     first = make_proxy([testproxy.url], gosumdb=sumdb(testproxy.url + "/sumdb-wrong"))
@@ -168,7 +173,7 @@ def test_forked_tree_is_detected(make_proxy, testproxy: GoTestProxy) -> None:  #
     assert not cached(second, "/golang.org/x/text/@v/v0.3.0.mod")
 
 
-def test_unreachable_database_fails_closed(make_proxy, testproxy: GoTestProxy) -> None:  # type: ignore[no-untyped-def]
+def test_unreachable_database_fails_closed(make_proxy: Callable[..., ProxyServer], testproxy: GoTestProxy) -> None:
     proxy = make_proxy([testproxy.url], gosumdb=sumdb("http://127.0.0.1:9"))
     status, _, body = get(proxy, f"{QUOTE}.zip")
     assert status == 502
@@ -176,8 +181,8 @@ def test_unreachable_database_fails_closed(make_proxy, testproxy: GoTestProxy) -
     assert not cached(proxy, f"{QUOTE}.zip")
 
 
-def test_go_command_downloads_through_a_verifying_proxy(make_proxy, testproxy: GoTestProxy, go: str,  # type: ignore[no-untyped-def]
-                                                        tmp_path: Path) -> None:
+def test_go_command_downloads_through_a_verifying_proxy(make_proxy: Callable[..., ProxyServer], testproxy: GoTestProxy,
+                                                        go: str, tmp_path: Path) -> None:
     proxy = make_proxy([testproxy.url], gosumdb=sumdb(testproxy.url + "/sumdb-direct"),
                        sumdbs=(SUMDB_NAME,))
     scratch = tmp_path / "m"
@@ -192,7 +197,7 @@ def test_go_command_downloads_through_a_verifying_proxy(make_proxy, testproxy: G
     assert cached(proxy, f"{QUOTE}.zip")
 
 
-def test_verify_cache_reports_tampered_files(make_proxy, testproxy: GoTestProxy) -> None:  # type: ignore[no-untyped-def]
+def test_verify_cache_reports_tampered_files(make_proxy: Callable[..., ProxyServer], testproxy: GoTestProxy) -> None:
     import subprocess
     import sys
 

@@ -9,10 +9,10 @@ import pytest
 from goproxy.errors import TransientError
 from goproxy.net.dial import mask_url
 from goproxy.net.http import Timeouts, Transport
-from tests.support.rawserver import RawServer, response
+from tests.support.rawserver import RawServer, Script, response
 
 
-def serve(servers: list[RawServer], script) -> RawServer:  # type: ignore[no-untyped-def]
+def serve(servers: list[RawServer], script: Script) -> RawServer:
     s = RawServer(script)
     servers.append(s)
     return s

@@ -43,7 +43,8 @@ def make(urls: list[str], clock: FakeClock, attempts: int = 3) -> tuple[Upstream
     return ups, health
 
 
-def test_a_silent_upstream_is_asked_once_then_the_next_and_marked_down(servers, clock: FakeClock) -> None:  # type: ignore[no-untyped-def]
+def test_a_silent_upstream_is_asked_once_then_the_next_and_marked_down(servers: list[RawServer],
+                                                                       clock: FakeClock) -> None:
     silent, good = server(servers, None), server(servers, OK)
     ups, health = make([silent.url, good.url], clock)
     assert ups.fetch("/p", read) == b"body"
@@ -53,7 +54,8 @@ def test_a_silent_upstream_is_asked_once_then_the_next_and_marked_down(servers, 
     assert len(silent.requests) == 1  # skipped without a request
 
 
-def test_the_last_silent_upstream_is_retried_and_down_after_as_many_tries(servers, clock: FakeClock) -> None:  # type: ignore[no-untyped-def]
+def test_the_last_silent_upstream_is_retried_and_down_after_as_many_tries(servers: list[RawServer],
+                                                                          clock: FakeClock) -> None:
     silent = server(servers, None)
     ups, health = make([silent.url], clock)
     with pytest.raises(UpstreamError, match="timed out"):
@@ -75,7 +77,7 @@ def test_a_refused_connection_counts_as_no_answer(clock: FakeClock) -> None:
     assert health.is_down(url)
 
 
-def test_a_down_upstream_after_a_second_one_is_left_for_it(servers, clock: FakeClock) -> None:  # type: ignore[no-untyped-def]
+def test_a_down_upstream_after_a_second_one_is_left_for_it(servers: list[RawServer], clock: FakeClock) -> None:
     good, silent = server(servers, OK), server(servers, None)
     ups, health = make([silent.url, good.url], clock)
     health.no_answer(good.url, "earlier", elsewhere=True)  # the second is down: the first is all there is
@@ -84,7 +86,8 @@ def test_a_down_upstream_after_a_second_one_is_left_for_it(servers, clock: FakeC
     wait_for(lambda: len(silent.requests) == 3)
 
 
-def test_the_probe_asks_a_cheap_path_and_any_answer_below_500_brings_it_back(servers, clock: FakeClock) -> None:  # type: ignore[no-untyped-def]
+def test_the_probe_asks_a_cheap_path_and_any_answer_below_500_brings_it_back(servers: list[RawServer],
+                                                                             clock: FakeClock) -> None:
     flaky = server(servers, response(404, b"no sumdb here"))
     ups, health = make([flaky.url], clock)
     health.no_answer(flaky.url, "timed out", elsewhere=True)
@@ -96,7 +99,7 @@ def test_the_probe_asks_a_cheap_path_and_any_answer_below_500_brings_it_back(ser
     assert ups.available()
 
 
-def test_a_5xx_answer_to_the_probe_keeps_it_down(servers, clock: FakeClock) -> None:  # type: ignore[no-untyped-def]
+def test_a_5xx_answer_to_the_probe_keeps_it_down(servers: list[RawServer], clock: FakeClock) -> None:
     broken = server(servers, response(503, b"backend down"))
     ups, health = make([broken.url], clock)
     health.no_answer(broken.url, "timed out", elsewhere=True)
@@ -107,12 +110,17 @@ def test_a_5xx_answer_to_the_probe_keeps_it_down(servers, clock: FakeClock) -> N
     assert health.is_down(broken.url)
 
 
-def test_an_html_answer_is_refused_before_the_consumer_sees_it(servers, clock: FakeClock) -> None:  # type: ignore[no-untyped-def]
+def test_an_html_answer_is_refused_before_the_consumer_sees_it(servers: list[RawServer], clock: FakeClock) -> None:
     portal = server(servers, response(200, b"<html>log in</html>", {"Content-Type": "text/html"}))
     ups, health = make([portal.url], clock)
     seen: list[bytes] = []
+
+    def consume(r: Response, _up: object) -> bytes:
+        seen.append(r.read_all())
+        return b""
+
     with pytest.raises(InvalidAnswer, match="an HTML page") as err:
-        ups.fetch("/m/@v/list", lambda r, u: seen.append(r.read_all()) or b"")  # type: ignore[func-returns-value]
+        ups.fetch("/m/@v/list", consume)
     assert err.value.reason == "html"
     assert seen == []
     assert len(portal.requests) == 1  # not retried

@@ -7,12 +7,15 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from goproxy.server import ProxyServer
+from goproxy.storage.cleanup import Housekeeping
 from goproxy.storage.usage import DB_NAME, UsageStore, split_key
-from tests.support.helpers import ROOT, FakeClock, get, kill_under_load, wait_for
+from tests.support.helpers import ROOT, FakeClock, background_job, get, kill_under_load, wait_for
 from tests.support.proc import Proc, start
 from tests.support.upstream import Upstream, generate
 
@@ -77,19 +80,21 @@ def rows_now(db: Path) -> dict[tuple[str, str], float]:
         return {}
 
 
-def test_flush_thread_writes_behind_and_server_stop_flushes_the_rest(make_proxy, upstream: Upstream,
-                                                                    clock: FakeClock) -> None:
+def test_flush_thread_writes_behind_and_server_stop_flushes_the_rest(make_proxy: Callable[..., ProxyServer],
+                                                                     upstream: Upstream, clock: FakeClock) -> None:
     upstream.add(generate("example.com/a", "v1.0.0"))
     upstream.add(generate("example.com/b", "v1.0.0"))
     proxy = make_proxy([upstream.url])
-    hk = proxy.background[0]
+    hk = background_job(proxy, Housekeeping)
     db = Path(proxy.config.cache_dir) / DB_NAME
     hk.store.flush_interval = 0.01
     hk.store.start()
     assert get(proxy, "/example.com/a/@v/v1.0.0.mod")[0] == 200
     wait_for(lambda: ("example.com/a", "v1.0.0") in rows_now(db))
     hk.store._stop.set()  # no more timed flushes: only the stop can write what follows
-    hk.store._thread.join()
+    flusher = hk.store._thread
+    assert flusher is not None  # start() made it
+    flusher.join()
     clock.advance(5)
     assert get(proxy, "/example.com/b/@v/v1.0.0.mod")[0] == 200
     assert ("example.com/b", "v1.0.0") not in rows(db)
@@ -109,11 +114,11 @@ def test_kill_9_between_flushes_leaves_a_database_that_opens_cleanly(procs: list
         p, port = start(procs, *args)
         # A first flush lands, then hits keep coming and the process dies with uses buffered.
         assert get(port, paths[round_])[0] == 200
-        wait_for(lambda n=round_: len(rows_now(db)) > n, timeout=30, interval=0.05)
+        wait_for(lambda: len(rows_now(db)) > round_, timeout=30, interval=0.05)  # noqa: B023 - called now
         target = upstream.total() + rng.randint(5, 30)
         # Kill after a random number of upstream requests, or once everything is cached.
-        kill_under_load(p, port, paths, 10, round_ * 10, lambda target=target: upstream.total() >= target or all(
-            (cache / p.lstrip("/")).exists() for p in paths))
+        kill_under_load(p, port, paths, 10, round_ * 10, lambda: upstream.total() >= target or all(  # noqa: B023
+            (cache / p.lstrip("/")).exists() for p in paths))  # (kill_under_load calls it before it returns)
         con = sqlite3.connect(db, timeout=10)
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,7 @@ def test_concurrent_clients_on_every_worker_make_one_upstream_request(
     results: list[tuple[int, bytes]] = []
     threads = []
     for _ in range(16):
-        t = threading.Thread(target=lambda: results.append(get(port, path)[::2]), daemon=True)  # type: ignore[arg-type]
+        t = threading.Thread(target=lambda: results.append(get(port, path)[::2]), daemon=True)
         t.start()
         threads.append(t)
     # A worker that did not get the key's lock waits on it: the clients reached both workers.
@@ -136,7 +137,8 @@ def test_usage_is_written_by_one_process_and_housekeeping_runs_once(procs: list[
     def all_recorded() -> bool:
         try:
             with sqlite3.connect(cache / ".usage.db") as db:
-                return db.execute("SELECT count(*) FROM usage").fetchone()[0] == len(mods)
+                count: int = db.execute("SELECT count(*) FROM usage").fetchone()[0]
+                return count == len(mods)
         except sqlite3.Error:
             return False
 
@@ -209,7 +211,8 @@ def test_kill_9_of_a_worker_under_load(procs: list[Proc], upstream: Upstream, tm
     assert get(port, "/health")[0] == 200
 
 
-def test_sighup_replaces_workers_without_a_failed_request(procs: list[Proc], make_upstream, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_sighup_replaces_workers_without_a_failed_request(procs: list[Proc], make_upstream: Callable[[], Upstream],
+                                                          tmp_path: Path) -> None:
     first, second = make_upstream(), make_upstream()
     second.add(generate("example.com/second", "v1.0.0"))
     conf = tmp_path / "goproxy.json"
