@@ -1,4 +1,5 @@
-# goproxy: `make run` starts the proxy, `make test` runs the whole suite. Both set up .venv first.
+# goproxy: `make run` starts the proxy, `make test` runs the whole suite, `make check` is what CI runs
+# (lint, typecheck of goproxy, tests and bench, compat, the suite). Each sets up .venv first.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -28,6 +29,7 @@ lint: $(VENV)/.dev
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy
 
+# The shipped code must run on Python 3.9; tests and bench run on the dev Python (the venv's) only.
 compat: $(VENV)/.dev
 	$(BIN)/vermin -t=3.9- --no-tips --violations goproxy goproxy.py
 
@@ -43,7 +45,7 @@ bench: $(VENV)/.dev
 # extensions are dropped, PyYAML falls back to its pure-Python loader). Runs on Python 3.9+.
 zipapp: dist/goproxy.pyz
 
-dist/goproxy.pyz: $(VENV)/.runtime goproxy.py $(wildcard goproxy/*.py goproxy/*/*.py) requirements.txt
+dist/goproxy.pyz: $(VENV)/.runtime goproxy.py $(shell find goproxy -name '*.py') requirements.txt
 	rm -rf build/zipapp && mkdir -p build/zipapp dist
 	$(BIN)/pip install -q --target build/zipapp --only-binary=:all: --python-version 3.9 \
 		--implementation cp --platform manylinux2014_x86_64 --no-deps \
