@@ -114,7 +114,9 @@ def test_killing_the_lock_holder_mid_download_hands_the_fetch_to_another_replica
         return True
 
     upstream.fault = stall_first
-    flags = ("-lock", redisd.url(), "-download-connections", "1")
+    # One process per replica: a SIGKILL then takes the whole replica down, as losing its host does
+    # (a killed parent's workers would finish their requests first, the lock holder's download too).
+    flags = ("-lock", redisd.url(), "-download-connections", "1", "-workers", "1")
     (a, pa), (_, pb) = replica("a", upstream.url, *flags), replica("b", upstream.url, *flags)
     bucket, prefix = split_storage_url(s3_url)
     cut: list[int] = []
