@@ -80,7 +80,7 @@ class ProxyServer:
     share the socket) the longest-waiting idle connection is closed for a new one; with none,
     the new one gets 503.
 
-    With a TLS context in access, accepted sockets are wrapped and their non-blocking handshake
+    With a TLS context in control, accepted sockets are wrapped and their non-blocking handshake
     (HANDSHAKE) is driven by the same events, within -header-timeout of the accept; files then
     go out in pieces read by the loop, since sendfile cannot encrypt. Credentials are checked
     per request by the Responder, before routing.
@@ -274,6 +274,11 @@ class ProxyServer:
             return
         except ssl.SSLWantWriteError:
             self._watch(conn, _WRITE)
+            return
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionError) as exc:
+            # A connect-and-close (a port scan, a TCP health check): not worth a line each.
+            log.debug("client %s went away during the TLS handshake: %s", conn.client, exc)
+            self._close(conn)
             return
         except ssl.SSLError as exc:
             self._tls_failed(conn, exc, now)
