@@ -115,25 +115,30 @@ class Service:
                 if self.upstreams.private_route(unescape_path(module)):
                     raise NotFound(f"{module} is a private module; it is not looked up in {req.name}")
             upstream_path = f"/sumdb/{req.name}/{req.path}"
+            immutable = req.immutable
         else:
+            immutable = req.immutable
             rules = self.control.rules
-            if rules.rules:
+            # An allowed version goes the plain way; anything else a rule may change goes through the gate.
+            if rules.rules and (not immutable or rules.decide(req.module, req.version).action != "allow"):
                 return self._gate.serve(req, rules)
-            upstream_path = "/" + req.key
+            key = req.key
+            upstream_path = "/" + key
             if self.on_use is not None:
-                self.on_use(req.key)
-        if req.immutable:
+                self.on_use(key)
+        if immutable:
             return self._serve_immutable(req, upstream_path, deadline)
         return self._serve_mutable(req, upstream_path, deadline)
 
     def _serve_artifact(self, req: Artifact) -> Reply:
         """Return the reply for a module artifact, fetching it when it is missing or stale (no rules)."""
+        key = req.key
         if self.on_use is not None:
-            self.on_use(req.key)
+            self.on_use(key)
         deadline = self._deadline()
         if req.immutable:
-            return self._serve_immutable(req, "/" + req.key, deadline)
-        return self._serve_mutable(req, "/" + req.key, deadline)
+            return self._serve_immutable(req, "/" + key, deadline)
+        return self._serve_mutable(req, "/" + key, deadline)
 
     def _serve_cached(self, req: Artifact) -> Reply | None:
         """Return the cached reply for a module artifact, whatever its age, or None; never fetches."""
