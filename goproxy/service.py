@@ -17,6 +17,7 @@ from .gate import RuleGate
 from .locks import KeyLocks
 from .modpath import Artifact, SumdbRequest, unescape_path
 from .net.http import Response
+from .rules import Rules
 from .singleflight import SingleFlight
 from .storage.base import Blob, Fence, LeaseLost, Storage
 from .sumdb.client import Sources, check_answer
@@ -118,9 +119,8 @@ class Service:
             immutable = req.immutable
         else:
             immutable = req.immutable
-            rules = self.control.rules
-            # An allowed version goes the plain way; anything else a rule may change goes through the gate.
-            if rules.rules and (not immutable or rules.decide(req.module, req.version).action != "allow"):
+            rules = self.ruled(req, immutable)
+            if rules is not None:
                 return self._gate.serve(req, rules)
             key = req.key
             upstream_path = "/" + key
@@ -129,6 +129,18 @@ class Service:
         if immutable:
             return self._serve_immutable(req, upstream_path, deadline)
         return self._serve_mutable(req, upstream_path, deadline)
+
+    def ruled(self, req: Artifact, immutable: bool) -> Rules | None:
+        """Return the rules in force when they may change req's answer, else None.
+
+        Anything but an allowed canonical version (immutable: req.immutable) may change: a
+        denied or offline version, a list, @latest, a query. A path that answers without
+        serve() (from memory) must ask this first and leave req to serve() unless it says None.
+        """
+        rules = self.control.rules
+        if rules.rules and (not immutable or rules.decide(req.module, req.version).action != "allow"):
+            return rules
+        return None
 
     def _serve_artifact(self, req: Artifact) -> Reply:
         """Return the reply for a module artifact, fetching it when it is missing or stale (no rules)."""
