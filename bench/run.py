@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import parallel, replicas  # noqa: E402
+from bench import access, parallel, replicas  # noqa: E402
 from bench.delay import Delayed  # noqa: E402
 from tests.support import gotestproxy  # noqa: E402
 from tests.support.gotestproxy import GoTestProxy, go_env  # noqa: E402
@@ -300,6 +300,9 @@ def main() -> int:
         # 7. Replicas on SeaweedFS: local-tier hits vs the disk-only proxy, bucket reads vs boto3.
         for result in replicas.measure(work, wrk):
             rows.append(Row(*result))
+
+        # 8. Access control: hits with -auth-file and 20 rules vs neither; hits over TLS vs plain http.
+        rows += [Row(*result) for result in access.measure(work, wrk)]
 
         # 6. Memory and latency.
         notes.append(f"Peak RSS of the proxy (parent and workers summed): {rss_cold:.0f} MB during the cold fetches, "

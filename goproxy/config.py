@@ -14,6 +14,7 @@ from .net.dial import basic_auth
 from .net.dns import parse_dns_server
 from .net.proxy import parse_no_proxy, parse_proxy_url
 from .patterns import compile_pattern
+from .rules import Rules, parse_rules
 from .storage.s3 import parse_storage_url
 from .sumdb.db import GoSumDB, parse_gosumdb
 from .values import (
@@ -110,6 +111,11 @@ class Config:
     workers: str = "auto"  # worker processes: "auto" (one per usable CPU) or a number
     header_timeout: float = 10.0  # a whole request head must arrive within this
     handler_threads: int = 64  # per worker: requests answered at once
+    auth_file: str = ""  # "": no client authentication
+    tls_cert: str = ""  # "": plain http (with tls_key, both or neither)
+    tls_key: str = ""
+    metrics_auth: str = "on"  # "off": /metrics answers without a credential
+    rules: Rules = field(default_factory=Rules, compare=False)  # module rules (config file only)
 
 
 def _parse_private_upstreams(value: Any) -> tuple[PrivateUpstream, ...]:
@@ -198,6 +204,16 @@ def _parse_positive_int(text: str) -> int:
 
 def _parse_nonneg_int(text: str) -> int:
     return parse_int(text, 0)
+
+
+def _no_rules_scalar(text: str) -> Any:
+    raise ValueError("want a list of rules, each a mapping with pattern, action and optional versions, reason")
+
+
+def _parse_on_off(text: str) -> str:
+    # YAML reads a bare on/off as a boolean: the file layer hands it over as true/false.
+    value = {"true": "on", "false": "off"}.get(text.strip().lower(), text)
+    return parse_choice(value, ("on", "off"), "setting")
 
 
 def _parse_workers(text: str) -> str:
@@ -336,6 +352,17 @@ OPTIONS: list[Option] = [
            "how long a client may take to send a whole request head"),
     Option("handler_threads", "handler-threads", "HANDLER_THREADS", "handler_threads", _parse_positive_int,
            "threads per worker answering requests; a request waiting on an upstream holds one"),
+    Option("auth_file", "auth-file", "AUTH_FILE", "auth_file", str.strip,
+           "file of name:hash client credentials (goproxy auth hash); every request but /health and /ready "
+           "needs one (empty: no authentication)"),
+    Option("tls_cert", "tls-cert", "TLS_CERT", "tls_cert", str.strip,
+           "PEM certificate chain to serve https with (with -tls-key)"),
+    Option("tls_key", "tls-key", "TLS_KEY", "tls_key", str.strip, "PEM private key of -tls-cert"),
+    Option("metrics_auth", "metrics-auth", "METRICS_AUTH", "metrics_auth", _parse_on_off,
+           "with -auth-file, /metrics needs a credential too: on or off (for a scraper on a trusted network)"),
+    Option("rules", None, None, "rules", _no_rules_scalar,
+           "module rules: deny, allow or serve offline by pattern and versions (file only)",
+           parse_structured=parse_rules),
 ]
 
 _KINDS: dict[Callable[[str], Any], str] = {
@@ -432,6 +459,9 @@ def build(
         if opt is None:
             raise ConfigError(f"flag -{name}: unknown flag")
         values[opt.field] = opt.parse_value(raw, "flag")
+    if bool(values.get("tls_cert")) != bool(values.get("tls_key")):
+        raise ConfigError("-tls-cert and -tls-key (TLS_CERT, TLS_KEY) go together: set both to serve https, "
+                          "or neither")
     return Config(**values)
 
 

@@ -1,10 +1,12 @@
 """One client connection: its received bytes, its state in the server loop, and non-blocking
-sending of an answer (bytes, then a file by sendfile or a stream read in chunks)."""
+sending of an answer (bytes, then a file by sendfile or a stream read in chunks; over TLS, a
+file read in pieces)."""
 
 from __future__ import annotations
 
 import os
 import socket
+import ssl
 
 from .respond import Answer
 
@@ -15,13 +17,18 @@ BUSY = 2  # a request is being answered, or a stream is being read for it, in a 
 WRITE = 3  # an answer is being sent as the client takes it
 LINGER = 4  # the write side is shut: discarding what the client still sends, then closing
 CLOSED = 5
+HANDSHAKE = 6  # a TLS connection whose handshake is under way (within -header-timeout of the accept)
 
 # push() results.
 DONE, BLOCKED, REFILL = 0, 1, 2
 
 # A streamed body (not a local file) is read in pieces of this size.
 CHUNK = 256 << 10
+# Over TLS a local file is read in pieces of this size by the loop (sendfile cannot encrypt).
+TLS_CHUNK = 64 << 10
 _SENDFILE = hasattr(os, "sendfile")
+# What a non-blocking send or receive raises when it must wait (on a TLS socket, for either direction).
+WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 class ShortBody(ConnectionError):
@@ -35,12 +42,13 @@ class Conn:
     (see the states) touches it. Sockets are non-blocking throughout.
     """
 
-    __slots__ = ("sock", "client", "buf", "searched", "state", "events", "deadline", "fresh", "answer", "out",
-                 "sent", "file_fd", "pos", "end", "stream_left", "pushed", "after")
+    __slots__ = ("sock", "client", "tls", "buf", "searched", "state", "events", "deadline", "fresh", "answer",
+                 "out", "sent", "file_fd", "pos", "end", "stream_left", "pushed", "after")
 
     def __init__(self, sock: socket.socket, client: str) -> None:
         self.sock = sock
         self.client = client
+        self.tls = isinstance(sock, ssl.SSLSocket)  # no sendfile: files go out in pieces read here
         self.buf = b""  # received and not yet parsed (the start of the next request)
         self.searched = 0  # how much of buf find_head_end has already looked at
         self.state = IDLE
@@ -65,7 +73,7 @@ class Conn:
         blob = answer.blob
         if blob is None or blob.file is None:
             return
-        if blob.sendfile and _SENDFILE:
+        if blob.sendfile and (_SENDFILE or self.tls):
             self.file_fd, self.pos, self.end = blob.file.fileno(), 0, answer.size
         else:
             self.stream_left = answer.size
@@ -73,17 +81,31 @@ class Conn:
     def push(self) -> int:
         """Send what the socket takes now: DONE when the answer is all out, BLOCKED when the
         socket is full, REFILL when a streamed body needs its next piece read. Raises OSError
-        when the client is gone, ShortBody when a file ends early."""
+        when the client is gone, ShortBody when a file ends early.
+
+        Over TLS a local file is read here, a piece at a time (reads of the page cache are
+        quick; encrypting is the socket's work), and a blocked send is retried with the same
+        bytes, as OpenSSL requires.
+        """
         sock = self.sock
         out = self.out
-        while self.sent < len(out):
-            try:
-                n = sock.send(out[self.sent:] if self.sent else out)
-            except BlockingIOError:
-                return BLOCKED
-            self.sent += n
-            self.pushed += n
-        if self.file_fd >= 0:
+        while True:
+            while self.sent < len(out):
+                try:
+                    n = sock.send(out[self.sent:] if self.sent else out)
+                except WOULD_BLOCK:
+                    return BLOCKED
+                self.sent += n
+                self.pushed += n
+            if not self.tls or self.file_fd < 0 or self.pos >= self.end:
+                break
+            data = os.pread(self.file_fd, min(TLS_CHUNK, self.end - self.pos), self.pos)
+            if not data:
+                raise ShortBody(f"the file ended {self.end - self.pos} bytes short")
+            self.pos += len(data)
+            self.out = out = memoryview(data)
+            self.sent = 0
+        if self.file_fd >= 0 and not self.tls:
             while self.pos < self.end:
                 try:
                     n = os.sendfile(sock.fileno(), self.file_fd, self.pos, self.end - self.pos)

@@ -7,7 +7,9 @@ import logging
 import time
 from collections.abc import Callable
 
+from .access import Access
 from .accesslog import AccessLog
+from .auth import CHALLENGE, claimed_name
 from .config import Config
 from .errors import MethodNotAllowed, ProxyError
 from .http1 import HeadError, Request, format_head
@@ -25,6 +27,7 @@ SENDFILE_MIN = 64 << 10
 PARSE_CACHE = 8192
 _TAGS = {"hit": "[CACHE HIT] ", "miss": "[CACHE MISS] ", "stale": "[CACHE STALE] "}
 _TEXT = "text/plain; charset=utf-8"
+_UNAUTHORIZED = b"authentication required: send the name:secret of a client credential (Basic or Bearer)\n"
 
 # A route answers one exact path: called with the request's Host header ("" when absent), it
 # returns (content type, body), or raises a ProxyError to answer with that error's status.
@@ -55,11 +58,14 @@ class Responder:
     paths through the service.
 
     Errors map to responses here, by class: a ProxyError gives its status and message as one
-    line of text; anything else is logged with its traceback and answered 500.
+    line of text; anything else is logged with its traceback and answered 500. With credentials
+    in control, a request without a valid one is answered 401 before routing (but /health,
+    /ready, and /metrics when control says so).
     """
 
     def __init__(self, config: Config, service: Service, metrics: Metrics, access: AccessLog,
-                 extra_routes: dict[str, Route]) -> None:
+                 extra_routes: dict[str, Route], control: Access | None = None) -> None:
+        self.control = control or Access()
         self.config = config
         self.service = service
         self.metrics = metrics
@@ -68,8 +74,11 @@ class Responder:
         self._parsed: dict[str, Artifact | SumdbRequest] = {}
         self._not_found_control = f"public, max-age={int(config.not_found_ttl)}"
 
-    def answer(self, req: Request, stopping: bool) -> Answer:
-        """Return the answer to req; never raises. stopping closes the connection after it."""
+    def answer(self, req: Request, stopping: bool, client: str = "-") -> Answer:
+        """Return the answer to req from client (its address, for logs); never raises.
+
+        stopping closes the connection after it.
+        """
         started = time.monotonic()
         method, target = req.method, req.target
         head = method == "HEAD"
@@ -82,6 +91,11 @@ class Responder:
             if method != "GET" and not head:
                 raise MethodNotAllowed(f"method {method} not allowed; use GET or HEAD")
             path = target.partition("?")[0]
+            control = self.control
+            if control.auth is not None and control.needs_credential(path):
+                refused = self._authenticate(control, req, client, extra, keep, started)
+                if refused is not None:
+                    return refused
             route = self.extra_routes.get(path)
             if route is not None:
                 endpoint = path.strip("/") or "page"
@@ -120,6 +134,27 @@ class Responder:
             return Answer(200, data, body, None, 0, keep, req.has_body, endpoint, reply.source, method, target,
                           started)
         return Answer(200, data, b"", blob, size, keep, req.has_body, endpoint, reply.source, method, target, started)
+
+    def _authenticate(self, control: Access, req: Request, client: str, extra: list[tuple[str, str]], keep: bool,
+                      started: float) -> Answer | None:
+        """Return None when req carries a valid credential, else its 401 answer (logged without the secret)."""
+        auth = control.auth
+        assert auth is not None
+        auth.maybe_reload()
+        header = req.header("authorization")
+        if auth.current().check(header) is not None:
+            return None
+        name = claimed_name(header)
+        if name is None:
+            log.info("client %s: %s %s without a valid credential: 401", client, req.method, req.target)
+        else:
+            log.warning("client %s: %s %s refused: wrong secret or unknown name %r: 401", client, req.method,
+                        req.target, name)
+        headers = [("WWW-Authenticate", CHALLENGE), ("Content-Type", _TEXT),
+                   ("Content-Length", str(len(_UNAUTHORIZED))), ("Cache-Control", "no-store"), *extra]
+        head = format_head(401, headers, close=not keep)
+        return Answer(401, head, b"" if req.method == "HEAD" else _UNAUTHORIZED, None, 0, keep, req.has_body,
+                      "other", "", req.method, req.target, started)
 
     def _parse(self, path: str) -> Artifact | SumdbRequest:
         parsed = self._parsed.get(path)

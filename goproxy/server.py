@@ -6,14 +6,30 @@ from __future__ import annotations
 import logging
 import selectors
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
+from .access import Access
 from .accesslog import AccessLog
 from .config import Config
-from .conn import BLOCKED, BUSY, CLOSED, DONE, HEAD, IDLE, LINGER, REFILL, WRITE, Conn, ShortBody
+from .conn import (
+    BLOCKED,
+    BUSY,
+    CLOSED,
+    DONE,
+    HANDSHAKE,
+    HEAD,
+    IDLE,
+    LINGER,
+    REFILL,
+    WOULD_BLOCK,
+    WRITE,
+    Conn,
+    ShortBody,
+)
 from .http1 import HeadError, Request, find_head_end, parse_head
 from .listen import bind, bound_port, client_host
 from .metrics import Metrics
@@ -38,6 +54,9 @@ _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 _BUSY_REPLY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
                b"Content-Length: 38\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
                b"server busy: too many open connections\n")
+_PLAIN_ON_TLS = b"this port speaks https: use https:// in GOPROXY\n"
+_PLAIN_ON_TLS_REPLY = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                       b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_PLAIN_ON_TLS), _PLAIN_ON_TLS))
 
 
 class Background(Protocol):
@@ -61,21 +80,23 @@ class ProxyServer:
     share the socket) the longest-waiting idle connection is closed for a new one; with none,
     the new one gets 503.
 
-    Where later features plug in: a TLS context would wrap accepted sockets in _accept, its
-    non-blocking handshake being a state before IDLE driven by the same events; a per-request
-    authorization check belongs in Responder.answer, before routing.
+    With a TLS context in control, accepted sockets are wrapped and their non-blocking handshake
+    (HANDSHAKE) is driven by the same events, within -header-timeout of the accept; files then
+    go out in pieces read by the loop, since sendfile cannot encrypt. Credentials are checked
+    per request by the Responder, before routing.
     """
 
     def __init__(self, config: Config, service: Service, metrics: Metrics, background: Sequence[Background] = (),
                  listener: socket.socket | None = None, access: AccessLog | None = None, share: int = 1,
-                 routes: Mapping[str, Route] | None = None) -> None:
+                 routes: Mapping[str, Route] | None = None, control: Access | None = None) -> None:
         """Serve on listener (a bound, listening socket, shared by share processes), or bind
         config.host:config.port when None (raises OSError when that fails).
 
         background jobs are started by their owner and stopped, in order, by stop() once the
         requests in flight have drained. access receives the access lines (through logging
         when None). routes answer exact paths beside /metrics (a /health route replaces the
-        plain "ok").
+        plain "ok"). control holds the TLS context, the credentials and the module rules in force
+        (none by default); the server and its Responder read it per connection and per request.
         """
         self.config = config
         self.service = service
@@ -85,7 +106,8 @@ class ProxyServer:
             "/metrics": lambda host: (Metrics.CONTENT_TYPE, self.metrics.render()), **(routes or {})}
         self.background = tuple(background)
         self.access = access or AccessLog()
-        self.responder = Responder(config, service, metrics, self.access, self.extra_routes)
+        self.control = control or Access()
+        self.responder = Responder(config, service, metrics, self.access, self.extra_routes, self.control)
         self.listener = listener if listener is not None else bind(config.host, config.port)
         self.listener.setblocking(False)
         self.cap = max(1, -(-config.max_connections // max(1, share)))
@@ -200,13 +222,23 @@ class ProxyServer:
             except OSError:
                 sock.close()
                 continue
-            conn = Conn(sock, client_host(address))
             if len(self._conns) >= self.cap and not self._evict(now):
-                self._refuse(conn, now)
+                self._refuse(sock, now)
                 continue
+            tls = self.control.tls
+            if tls is not None:
+                try:
+                    sock = tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+                except OSError as exc:
+                    log.debug("cannot start TLS on a connection from %s: %s", client_host(address), exc)
+                    sock.close()
+                    continue
+            conn = Conn(sock, client_host(address))
             conn.deadline = now + self.config.header_timeout
             self._conns.add(conn)
             self._waiting[conn] = None
+            if tls is not None:
+                conn.state = HANDSHAKE
             self._watch(conn, _READ)
 
     def _evict(self, now: float) -> bool:
@@ -218,25 +250,81 @@ class ProxyServer:
         self._close(oldest)
         return True
 
-    def _refuse(self, conn: Conn, now: float) -> None:
+    def _refuse(self, sock: socket.socket, now: float) -> None:
         if now - self._warned_cap >= 10.0:
             self._warned_cap = now
             log.warning("at %d connections, every one with a request in progress: answering 503", self.cap)
+        if not self.control.tls:  # a TLS client would take the plain answer for a broken handshake
+            try:
+                sock.send(_BUSY_REPLY)
+            except OSError:
+                pass
+        sock.close()
+
+    # The TLS handshake.
+
+    def _handshake(self, conn: Conn, now: float) -> None:
+        """Drive conn's TLS handshake a step; once done, wait for (or read) the first request."""
+        sock = conn.sock
+        assert isinstance(sock, ssl.SSLSocket)
         try:
-            conn.sock.send(_BUSY_REPLY)
-        except OSError:
-            pass
-        conn.close()
+            sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._watch(conn, _READ)
+            return
+        except ssl.SSLWantWriteError:
+            self._watch(conn, _WRITE)
+            return
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionError) as exc:
+            # A connect-and-close (a port scan, a TCP health check): not worth a line each.
+            log.debug("client %s went away during the TLS handshake: %s", conn.client, exc)
+            self._close(conn)
+            return
+        except ssl.SSLError as exc:
+            self._tls_failed(conn, exc, now)
+            return
+        except OSError as exc:
+            log.debug("client %s went away during the TLS handshake: %s", conn.client, exc.strerror or exc)
+            self._close(conn)
+            return
+        conn.state = IDLE
+        self._watch(conn, _READ)
+        self._read(conn, now)  # the request may have arrived with the handshake's last flight
+
+    def _tls_failed(self, conn: Conn, exc: ssl.SSLError, now: float) -> None:
+        """Log a refused handshake in one line and close; a plain HTTP request gets a plain 400 first."""
+        reason = getattr(exc, "reason", None) or exc.__class__.__name__
+        if reason == "HTTP_REQUEST":
+            log.info("client %s sent plain HTTP to the TLS port; answering 400", conn.client)
+            try:
+                socket.socket.send(conn.sock, _PLAIN_ON_TLS_REPLY)  # the bare socket: no TLS record
+            except OSError:
+                self._close(conn)
+                return
+            self._waiting.pop(conn, None)
+            self._linger(conn, now)
+            return
+        log.info("client %s: TLS handshake failed: %s", conn.client, str(reason).replace("_", " ").lower())
+        self._close(conn)
 
     # Reading request heads.
 
     def _read(self, conn: Conn, now: float) -> None:
-        if conn.state == LINGER:
+        state = conn.state
+        if state == LINGER:
             self._linger_read(conn)
+            return
+        if state == HANDSHAKE:
+            self._handshake(conn, now)
             return
         try:
             data = conn.sock.recv(RECV)
-        except BlockingIOError:
+            if conn.tls:
+                data += self._pending(conn)
+        except ssl.SSLWantWriteError:
+            self._watch(conn, _WRITE)  # TLS needs to send first: read again once it can
+            return
+        except WOULD_BLOCK:
             return
         except OSError as exc:
             self._gone(conn, exc, now)
@@ -254,6 +342,7 @@ class ProxyServer:
             end = find_head_end(buf, conn.searched)
             if end < 0:
                 conn.buf, conn.searched = buf, len(buf)
+                self._watch(conn, _READ)
                 return
             req = parse_head(buf[:end])
         except HeadError as err:
@@ -262,6 +351,19 @@ class ProxyServer:
             return
         conn.buf, conn.searched = buf[end:], 0
         self._dispatch(conn, req)
+
+    @staticmethod
+    def _pending(conn: Conn) -> bytes:
+        """Return what the TLS layer decrypted and holds beyond the last recv (the selector cannot see it)."""
+        sock = conn.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        more = b""
+        while sock.pending():
+            try:
+                more += sock.recv(RECV)
+            except WOULD_BLOCK:
+                break
+        return more
 
     def _dispatch(self, conn: Conn, req: Request) -> None:
         self._waiting.pop(conn, None)
@@ -278,7 +380,7 @@ class ProxyServer:
         With req None, go on with the streamed answer under way: read its next piece first.
         """
         if req is not None:
-            conn.load(self.responder.answer(req, self.stopping))
+            conn.load(self.responder.answer(req, self.stopping, conn.client))
         else:
             try:
                 conn.refill()
@@ -300,7 +402,7 @@ class ProxyServer:
                 self._hand_back(conn, IDLE)
                 return
             conn.load(self.responder.reject(nxt) if isinstance(nxt, HeadError)
-                      else self.responder.answer(nxt, self.stopping))
+                      else self.responder.answer(nxt, self.stopping, conn.client))
 
     def _push_here(self, conn: Conn) -> int:
         """Send in this (handler) thread until done or blocked; CLOSED when the connection failed."""
@@ -388,6 +490,9 @@ class ProxyServer:
         self._write(conn, now)
 
     def _write(self, conn: Conn, now: float) -> None:
+        if conn.state != WRITE:  # TLS: a handshake or a read that waited to send
+            self._read(conn, now)
+            return
         before = conn.pushed
         try:
             result = conn.push()
@@ -454,7 +559,7 @@ class ProxyServer:
         try:
             if conn.sock.recv(RECV):
                 return
-        except BlockingIOError:
+        except WOULD_BLOCK:
             return
         except OSError:
             pass
@@ -473,6 +578,10 @@ class ProxyServer:
                          self.config.header_timeout)
                 conn.buf = b""
                 self._send(conn, self.responder.timeout(), now)
+            elif state == HANDSHAKE:
+                log.info("client %s: TLS handshake not complete within %gs; closing", conn.client,
+                         self.config.header_timeout)
+                self._close(conn)
             elif state == WRITE and conn.answer is not None and conn.answer.status != 408:
                 answer = conn.answer
                 log.info("client %s: took nothing of %s %s for %gs; closing", conn.client, answer.method,
@@ -564,8 +673,8 @@ class ProxyServer:
             self._close(conn)
         for conn in list(self._conns):
             if conn.state == BUSY:  # a handler thread has it: make its next send fail, it closes it
-                try:
-                    conn.sock.shutdown(socket.SHUT_RDWR)
+                try:  # the bare socket's shutdown: a TLS socket's would drop its state under the thread
+                    socket.socket.shutdown(conn.sock, socket.SHUT_RDWR)
                 except OSError:
                     pass
                 self._conns.discard(conn)

@@ -9,12 +9,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .access import Access
 from .config import Config
 from .download import Downloader
 from .errors import NotFound, ProxyError, StorageError, TransientError, UpstreamError
+from .gate import RuleGate
 from .locks import KeyLocks
 from .modpath import Artifact, SumdbRequest, unescape_path
 from .net.http import Response
+from .rules import Rules
 from .singleflight import SingleFlight
 from .storage.base import Blob, Fence, LeaseLost, Storage
 from .sumdb.client import Sources, check_answer
@@ -66,7 +69,8 @@ class Service:
     def __init__(self, config: Config, storage: Storage, upstreams: Upstreams, flights: SingleFlight[bool],
                  verifier: Verifier, downloader: Downloader, locks: KeyLocks,
                  on_use: Callable[[str], None] | None = None, clock: Callable[[], float] = time.time,
-                 sumdbs: Callable[[str], Sources | None] = lambda name: None) -> None:
+                 sumdbs: Callable[[str], Sources | None] = lambda name: None, control: Access | None = None
+                 ) -> None:
         """Answer from storage, fetching misses through upstreams, one fetch per key (flights
         in this process, locks across the processes sharing storage).
 
@@ -74,7 +78,8 @@ class Service:
         kept. on_use, when given, is called with the cache key of every module artifact
         requested (before it is served); it must be cheap and never block. sumdbs(name) says
         where checksum database name is read from when it is served under /sumdb/ (None: not
-        served here).
+        served here). control holds the module rules in force (read per request, so a reload
+        applies at once): they decide module artifacts, cached ones too (gate.RuleGate).
         """
         self.config = config
         self.storage = storage
@@ -94,6 +99,8 @@ class Service:
         self._progress: dict[str, tuple[str, float]] = {}
         self._progress_lock = threading.Lock()
         self._prefetching = threading.BoundedSemaphore(MAX_PREFETCH)
+        self.control = control or Access()
+        self._gate: RuleGate[Reply] = RuleGate(self._serve_artifact, self._serve_cached, _with_body)
 
     def serve(self, req: Artifact | SumdbRequest) -> Reply:
         """serve returns the reply for a parsed request; raises a ProxyError subclass on failure."""
@@ -109,13 +116,48 @@ class Service:
                 if self.upstreams.private_route(unescape_path(module)):
                     raise NotFound(f"{module} is a private module; it is not looked up in {req.name}")
             upstream_path = f"/sumdb/{req.name}/{req.path}"
+            immutable = req.immutable
         else:
-            upstream_path = "/" + req.key
+            immutable = req.immutable
+            rules = self.ruled(req, immutable)
+            if rules is not None:
+                return self._gate.serve(req, rules)
+            key = req.key
+            upstream_path = "/" + key
             if self.on_use is not None:
-                self.on_use(req.key)
-        if req.immutable:
+                self.on_use(key)
+        if immutable:
             return self._serve_immutable(req, upstream_path, deadline)
         return self._serve_mutable(req, upstream_path, deadline)
+
+    def ruled(self, req: Artifact, immutable: bool) -> Rules | None:
+        """Return the rules in force when they may change req's answer, else None.
+
+        Anything but an allowed canonical version (immutable: req.immutable) may change: a
+        denied or offline version, a list, @latest, a query. A path that answers without
+        serve() (from memory) must ask this first and leave req to serve() unless it says None.
+        """
+        rules = self.control.rules
+        if rules.rules and (not immutable or rules.decide(req.module, req.version).action != "allow"):
+            return rules
+        return None
+
+    def _serve_artifact(self, req: Artifact) -> Reply:
+        """Return the reply for a module artifact, fetching it when it is missing or stale (no rules)."""
+        key = req.key
+        if self.on_use is not None:
+            self.on_use(key)
+        deadline = self._deadline()
+        if req.immutable:
+            return self._serve_immutable(req, "/" + key, deadline)
+        return self._serve_mutable(req, "/" + key, deadline)
+
+    def _serve_cached(self, req: Artifact) -> Reply | None:
+        """Return the cached reply for a module artifact, whatever its age, or None; never fetches."""
+        if self.on_use is not None:
+            self.on_use(req.key)
+        control = IMMUTABLE_CACHE_CONTROL if req.immutable else mutable_cache_control(self.config.list_ttl)
+        return self._open(req, control, "hit")
 
     def health(self) -> tuple[bool, str]:
         """Return (healthy, one-line text) for /health: degraded while an upstream is down.
@@ -409,6 +451,11 @@ class Service:
             assert sources is not None  # serve() only fetches databases it serves
             return sources.fetch(req.path, consume)
         return self.upstreams.fetch(upstream_path, consume, req.module)
+
+
+def _with_body(reply: Reply, body: bytes) -> Reply:
+    """Return reply with body as its content (a filtered list, another version's .info)."""
+    return Reply(reply.content_type, reply.cache_control, Blob(len(body), reply.blob.mtime, body=body), reply.source)
 
 
 def check_content(req: Artifact | SumdbRequest, data: bytes) -> None:

@@ -10,8 +10,10 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 
+from ..access import Access, TLSLoadError, server_context
 from ..accesslog import AccessLog
 from ..airgap.gosum import GoSumVerifier, Want
+from ..auth import AuthFile, AuthFileError
 from ..config import Config
 from ..download import Downloader
 from ..errors import StartupError
@@ -39,18 +41,35 @@ from .network import (
 from .parts import App
 from .stores import build_coordination, build_storage
 
-__all__ = ["App", "build", "build_housekeeping", "build_server", "build_transport", "build_upstreams"]
+__all__ = ["App", "build", "build_access", "build_housekeeping", "build_server", "build_transport",
+           "build_upstreams"]
+
+
+def build_access(config: Config, clock: Callable[[], float] = time.monotonic) -> Access:
+    """Return the access settings config asks for: its TLS context, credentials and module rules.
+
+    clock paces the checks of the auth file for changes. Raises StartupError naming the
+    certificate, key or auth file that cannot be used.
+    """
+    try:
+        tls = server_context(config.tls_cert, config.tls_key) if config.tls_cert else None
+        auth = AuthFile(config.auth_file, clock) if config.auth_file else None
+    except (TLSLoadError, AuthFileError) as exc:
+        raise StartupError(str(exc)) from None
+    return Access(tls, auth, config.metrics_auth == "on", config.rules)
 
 
 def build(config: Config, clock: Clock = time.time, sleep: Sleep = time.sleep,
           progress: Progress | None = None, gosum: Mapping[tuple[str, str], Want] | None = None,
-          metrics: Metrics | None = None, on_use: Callable[[str], None] | None = None) -> App:
+          metrics: Metrics | None = None, on_use: Callable[[str], None] | None = None,
+          control: Access | None = None) -> App:
     """Return every part of the proxy for config, wired; nothing is started.
 
     clock and sleep are injectable for tests; progress shows zip downloads (off when None).
     gosum, when given, are go.sum hashes every fetched zip and go.mod must also match (prefetch).
     metrics is where counts go (a worker's slot of the server's shared region; a private
     registry when None); on_use receives the uses of artifacts (the usage stores when None).
+    control holds the module rules the service obeys (config's rules when None).
     Raises StartupError when the cache directory cannot be made, or a shared store (bucket,
     Redis) cannot be reached or its client is not installed.
     """
@@ -72,7 +91,8 @@ def build(config: Config, clock: Clock = time.time, sleep: Sleep = time.sleep,
     downloader = Downloader(storage, upstreams, verifier, progress or Progress("off"), metrics, clock,
                             config.download_connections, config.max_concurrent_downloads)
     service = Service(config, storage, upstreams, flights, verifier, downloader, coordination.locks,
-                      on_use or coordination.record, clock, sumdbs=sources)
+                      on_use or coordination.record, clock, sumdbs=sources,
+                      control=control or Access(rules=config.rules))
     readiness = Readiness(coordination.checks, service.health)
     return App(config, metrics, storage, local, upstreams.transport, upstreams, verifier, flights, downloader,
                coordination, service, readiness)
@@ -89,11 +109,15 @@ def build_server(config: Config, clock: Clock = time.time, sleep: Sleep = time.s
     As one of share workers on the parent's listener it has no housekeeping (the parent runs
     it): metrics is its slot of the shared region and on_use sends uses to the parent.
     /health reports a degraded shared store or a down upstream, and /ready fails (503) while a
-    shared store is unreachable. Raises StartupError when the cache directory cannot be made, a
-    shared store cannot be reached, or the address cannot be bound.
+    shared store is unreachable. With -tls-cert it serves https; with -auth-file every request
+    but /health and /ready needs a credential; config's rules decide module artifacts (see
+    build_access). Raises StartupError when the cache directory cannot be made, a shared store
+    cannot be reached, the certificate, key or auth file cannot be used, or the address cannot
+    be bound.
     """
     progress = progress or Progress("off")
-    app = build(config, clock, sleep, progress, metrics=metrics, on_use=on_use)
+    control = build_access(config, clock)
+    app = build(config, clock, sleep, progress, metrics=metrics, on_use=on_use, control=control)
     status, history, ring = build_status(config, app, progress, clock)
     background: list[Background] = [history, LogCapture(ring)]
     if listener is None:
@@ -103,7 +127,7 @@ def build_server(config: Config, clock: Clock = time.time, sleep: Sleep = time.s
                                 "/ready": lambda host: app.readiness.ready(), **status_routes(status, config)}
     try:
         return ProxyServer(config, app.service, app.metrics, background=background, routes=routes,
-                           listener=listener, access=access, share=share)
+                           listener=listener, access=access, share=share, control=control)
     except OSError as exc:
         raise StartupError(f"cannot listen on {config.host or '0.0.0.0'}:{config.port}: {exc.strerror}") from None
 

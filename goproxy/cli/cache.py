@@ -1,5 +1,5 @@
 """Admin subcommands on the cache (a directory or a shared bucket), safe while servers run on it:
-cache stats, gc, verify."""
+cache stats, gc, verify, rm."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ import sqlite3
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from ..app import App, build
 from ..errors import ConfigError, ProxyError, StartupError
-from ..modpath import Artifact, SumdbRequest, is_canonical, parse_request
+from ..modpath import Artifact, SumdbRequest, escape_path, escape_version, is_canonical, parse_request
 from ..service import check_content
-from ..storage.base import PARTIAL_SUFFIXES, Blob, Storage
+from ..storage.base import PARTIAL_SUFFIXES, Blob, Stat, Storage
 from ..storage.cleanup import scan
 from ..validate import check_zip
 from ..values import parse_bool
@@ -24,6 +25,10 @@ USAGE = """Usage: goproxy cache stats [flags]     modules, versions, bytes and o
        goproxy cache gc [-dry-run] [flags] remove what -max-cache-age and -max-cache-size say
        goproxy cache verify [-fix] [flags] check every cached file can be what its name says
                                            (-fix removes those that cannot); exit 1 if any fails
+       goproxy cache rm [-dry-run] [flags] MODULE[@VERSION]...
+                                           remove those versions (a whole module without @VERSION:
+                                           every version, its list and @latest); -dry-run lists
+                                           them; exit 1 if one is not in the cache
 
 Flags are the server's (-cache, -storage, -lock, -config, -max-cache-age, -max-cache-size; and their
 environment variables), so the commands see the cache and limits the server is configured with.
@@ -38,7 +43,7 @@ def cache_command(args: list[str], environ: Mapping[str, str]) -> int:
         sys.stdout.write(USAGE)
         return 0 if args else 2
     what, rest = args[0], args[1:]
-    if what not in ("stats", "gc", "verify"):
+    if what not in ("stats", "gc", "verify", "rm"):
         print(f"goproxy cache: unknown command {what!r}\n{USAGE}", file=sys.stderr, end="")
         return 2
     try:
@@ -47,14 +52,17 @@ def cache_command(args: list[str], environ: Mapping[str, str]) -> int:
             sys.stdout.write(USAGE)
             return 0
         dry_run = parse_bool(flags.pop("dry-run", "false"))
-        if dry_run and what != "gc":
-            raise ConfigError("flag -dry-run: only cache gc takes it")
+        if dry_run and what not in ("gc", "rm"):
+            raise ConfigError("flag -dry-run: only cache gc and cache rm take it")
         fix = parse_bool(flags.pop("fix", "false"))
         if fix and what != "verify":
             raise ConfigError("flag -fix: only cache verify takes it")
-        if extra:
+        targets = [parse_target(a) for a in extra] if what == "rm" else []
+        if what == "rm" and not targets:
+            raise ConfigError("name at least one MODULE or MODULE@VERSION to remove")
+        if extra and what != "rm":
             raise ConfigError(f"unexpected argument {extra[0]!r}")
-    except (ConfigError, ValueError) as exc:
+    except (ConfigError, ValueError, ProxyError) as exc:
         print(f"goproxy cache {what}: {exc}", file=sys.stderr)
         return 2
     config = load_command_config(flags, environ, f"goproxy cache {what}")
@@ -73,6 +81,8 @@ def cache_command(args: list[str], environ: Mapping[str, str]) -> int:
         try:
             if what == "verify":
                 return verify(app.storage, fix)
+            if what == "rm":
+                return rm(app, targets, dry_run)
             return stats(app) if what == "stats" else gc(app, dry_run)
         finally:
             app.usage.close()
@@ -159,6 +169,119 @@ def verify(storage: Storage, fix: bool) -> int:
     summary = f"{checked} checked, {failed} failed"
     print(summary + (f", {removed} removed" if fix else ""))
     return 1 if failed else 0
+
+
+# How long cache rm waits for a fetch of a key under way (it removes what that fetch committed).
+RM_LOCK_TIMEOUT = 120.0
+# Order rm removes a version's files in: the zip first (a half-done removal leaves small files).
+_RM_ORDER = {"zip": 0, "mod": 1, "info": 2, "list": 3, "@latest": 4}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One argument of cache rm: a module path and a version ("" for the whole module), as typed."""
+
+    module: str
+    version: str
+
+    @property
+    def name(self) -> str:
+        """Return "module@version", or the module path for a whole module."""
+        return f"{self.module}@{self.version}" if self.version else self.module
+
+
+def parse_target(arg: str) -> Target:
+    """Return the Target of a MODULE[@VERSION] argument; raise BadRequest naming a bad path or version."""
+    module, at, version = arg.rpartition("@") if "@" in arg else (arg, "", "")
+    escape_path(module)
+    if at:
+        escape_version(version)
+    return Target(module, version)
+
+
+@dataclass
+class Found:
+    """What cache rm finds of a target: each (escaped module, escaped version) and its stored files."""
+
+    target: Target
+    versions: dict[tuple[str, str], dict[str, Stat]] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        """Return the bytes of every file found."""
+        return sum(st.size for files in self.versions.values() for st in files.values())
+
+
+def find(stores: list[Storage], target: Target) -> Found:
+    """Return the files of target in stores (the bucket, then the local tier): a version's .info, .mod
+    and .zip; for a whole module, every version's, its list and its @latest."""
+    module = escape_path(target.module)
+    found = Found(target)
+    for store in stores:
+        if target.version:
+            version = escape_version(target.version)
+            for ext in ("info", "mod", "zip"):
+                key = f"{module}/@v/{version}.{ext}"
+                st = store.stat(key)
+                if st is not None:
+                    found.versions.setdefault((module, version), {})[key] = st
+            continue
+        for (m, v), entry in scan(store, time.time()).entries.items():
+            if m == module:
+                files = {k: st for k, st in entry.files.items() if not k.endswith(PARTIAL_SUFFIXES)}
+                if files:
+                    found.versions.setdefault((m, v), {}).update(files)
+    return found
+
+
+def rm(app: App, targets: list[Target], dry_run: bool) -> int:
+    """Remove the cached files of targets and their last-used rows, printing each version removed.
+
+    Safe while servers run on the cache: each key is removed under its fetch lock (a fetch
+    under way finishes first, and what it committed goes too), by Storage.delete, so readers
+    keep an open file and every process's in-memory copies are dropped (the generation file).
+    With a bucket, the bucket's copy and this host's local tier go. A dry run prints what would
+    go and removes nothing. Returns 1 when a target is not in the cache, else 0.
+    """
+    stores: list[Storage] = [app.storage] if app.storage is app.local else [app.storage, app.local]
+    verb = "would remove" if dry_run else "removed"
+    missing = removed_versions = removed_files = freed = 0
+    for target in targets:
+        found = find(stores, target)
+        if not found.versions:
+            print(f"goproxy cache rm: {target.name}: not in the cache", file=sys.stderr)
+            missing += 1
+            continue
+        for (module, version), files in sorted(found.versions.items()):
+            keys = sorted(files, key=_order)
+            if not dry_run:
+                for key in keys:
+                    _remove(app, stores, key)
+                for usage in app.coordination.usages:
+                    usage.forget([(module, version)], before=time.time() + 1)
+            size = sum(st.size for st in files.values())
+            what = f"{target.module}@{version}" if version else f"{target.module} (list and @latest)"
+            names = ", ".join(k.rpartition("/")[2] for k in keys)
+            print(f"{verb} {what}: {names} ({size} bytes)")
+            removed_versions += 1
+            removed_files += len(keys)
+            freed += size
+        if not dry_run:
+            app.storage.prune(f"{escape_path(target.module)}/@v")
+    print(f"{verb} {removed_versions} entries, {removed_files} files, {freed} bytes ({human_size(freed)})")
+    return 1 if missing else 0
+
+
+def _remove(app: App, stores: list[Storage], key: str) -> None:
+    """Remove key from every store under its fetch lock (raise LockTimeout after RM_LOCK_TIMEOUT)."""
+    with app.coordination.locks.hold(key, RM_LOCK_TIMEOUT):
+        for store in stores:
+            store.delete(key)
+
+
+def _order(key: str) -> tuple[int, str]:
+    name = key.rpartition("/")[2]
+    return _RM_ORDER.get(name if name in ("list", "@latest") else name.rpartition(".")[2], 9), key
 
 
 def _check_stored(req: Artifact | SumdbRequest, blob: Blob) -> str | None:

@@ -8,14 +8,15 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 
 from .. import __version__
 from .. import config as cfg
 from ..accesslog import AccessLog
-from ..app import build_housekeeping, build_server
+from ..app import build_access, build_housekeeping, build_server
 from ..config import Config
-from ..errors import StartupError
+from ..errors import ConfigError, StartupError
 from ..listen import bind, bound_port, describe, raise_open_files_limit
 from ..metrics import Metrics
 from ..net.dial import mask_url
@@ -56,6 +57,23 @@ def log_startup(config: Config, address: str, workers: int) -> None:
     for p in config.private_upstreams:
         auth = f" with {p.auth_type} auth" if p.auth_type else ""
         log.info("private modules %s → %s%s", p.pattern, mask_url(p.url), auth)
+    log_access(config)
+
+
+def log_access(config: Config) -> None:
+    """Log how clients are admitted (TLS, credentials) and the module rules; warn of credentials over plain http."""
+    if config.tls_cert:
+        log.info("serving https (HTTP/1.1) with certificate %s", config.tls_cert)
+    if config.auth_file:
+        log.info("client credentials from %s: every request but /health and /ready%s needs one", config.auth_file,
+                 "" if config.metrics_auth == "on" else " and /metrics")
+        if not config.tls_cert:
+            log.warning("-auth-file without -tls-cert: secrets would cross the network in clear text, and the go "
+                        "command sends credentials only over https; set -tls-cert and -tls-key, or serve "
+                        "behind a proxy that terminates TLS")
+    for rule in config.rules:
+        reason = f" ({rule.reason})" if rule.reason and rule.action != "allow" else ""
+        log.info("module rule %d: %s%s", rule.index + 1, rule.describe(), reason)
 
 
 def log_network(config: Config) -> None:
@@ -76,7 +94,9 @@ def serve(config: Config, environ: Mapping[str, str], progress: Progress | None 
 
     With -workers above 1 (and fork available) the parent binds, forks the workers and
     supervises them; SIGHUP reloads the configuration with reload (by default the flags this
-    process was started with, the environment and the config file, read again). Under systemd
+    process was started with, the environment and the config file, read again). A single
+    process (-workers 1) puts the reloaded certificate, credentials and module rules in force
+    on SIGHUP; its other settings change on a restart. Under systemd
     (NOTIFY_SOCKET in environ) it reports READY=1 once every worker accepts, RELOADING=1 and
     STOPPING=1 when those begin. Returns 1 when the proxy cannot start (logged with the reason).
     """
@@ -96,8 +116,24 @@ def serve(config: Config, environ: Mapping[str, str], progress: Progress | None 
     log_startup(config, describe(server.listener), 1)
     for job in server.background:
         job.start()
-    log.info("Set GOPROXY=http://localhost:%d,direct", server.port)
+    log.info("Set GOPROXY=%s://localhost:%d,direct", _scheme(config), server.port)
     stopper: list[threading.Thread] = []
+    reload = reload or _reloader(environ)
+
+    def reload_access() -> None:
+        notifier.notify("RELOADING=1", f"MONOTONIC_USEC={int(time.monotonic() * 1e6)}")
+        try:
+            fresh = build_access(reload())
+        except (ConfigError, StartupError) as exc:
+            log.error("reload: %s; keeping the running configuration", exc)
+        else:
+            server.control.update(fresh)
+            log.info("reload: certificate, credentials and %d module rule(s) in force; other settings change "
+                     "on a restart (or with -workers 2 or more, on reload)", len(fresh.rules))
+        notifier.notify("READY=1")
+
+    def on_hup(signum: int, _frame: object) -> None:
+        threading.Thread(target=reload_access, name="goproxy-reload", daemon=True).start()
 
     def on_signal(signum: int, _frame: object) -> None:
         if stopper:
@@ -111,6 +147,8 @@ def serve(config: Config, environ: Mapping[str, str], progress: Progress | None 
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, on_hup)
     notifier.notify("READY=1", f"STATUS=serving on port {server.port}")
     server.serve()
     if stopper:
@@ -124,6 +162,7 @@ def _supervise(config: Config, count: int, environ: Mapping[str, str], notifier:
     """Bind, run the housekeeping here, and keep count worker processes serving."""
     region = Region(max(16, 2 * count + 2))
     try:
+        build_access(config)  # each worker loads them again; a bad file stops the start here, once
         listener = bind(config.host, config.port)
         housekeeping = build_housekeeping(config, Metrics(region, 0))
     except OSError as exc:
@@ -150,7 +189,7 @@ def _supervise(config: Config, count: int, environ: Mapping[str, str], notifier:
         return run_worker_process(index, cfg, listener, control, region, slot, build, forward, setup_logging)
 
     def on_ready() -> None:
-        log.info("Set GOPROXY=http://localhost:%d,direct", port)
+        log.info("Set GOPROXY=%s://localhost:%d,direct", _scheme(config), port)
         notifier.notify("READY=1", f"STATUS=serving on port {port} with {count} workers")
 
     def on_config(new: Config) -> None:
@@ -168,8 +207,17 @@ def _supervise(config: Config, count: int, environ: Mapping[str, str], notifier:
         for store in jobs[0].stores:
             store.record(key, when)
 
+    def checked_reload() -> Config:
+        new = reload()
+        try:
+            build_access(new)
+        except StartupError as exc:
+            raise ConfigError(str(exc)) from None
+        return new
+
     housekeeping.start()
-    supervisor = Supervisor(config, count, region, run_worker, reload, notifier, on_use, on_ready, on_config)
+    supervisor = Supervisor(config, count, region, run_worker, checked_reload, notifier, on_use, on_ready,
+                            on_config)
     try:
         status = supervisor.run()
     finally:
@@ -177,6 +225,10 @@ def _supervise(config: Config, count: int, environ: Mapping[str, str], notifier:
         listener.close()
     log.info("goproxy stopped")
     return status
+
+
+def _scheme(config: Config) -> str:
+    return "https" if config.tls_cert else "http"
 
 
 def _reloader(environ: Mapping[str, str]) -> Callable[[], Config]:
