@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -185,11 +186,18 @@ def test_two_replicas_racing_to_clean_remove_each_version_once_and_never_one_in_
     used = [upstream.add(generate(f"example.com/used{i}", "v1.0.0")) for i in range(3)]
     flags = ("-lock", redisd.url(), "-max-cache-age", "1h", "-cleanup-interval", "1s", "-log-level", "debug")
     (a, pa), (b, pb) = replica("a", upstream.url, *flags), replica("b", upstream.url, *flags)
+    asked: dict[str, float] = {}
     for m in old + used:
         for ext in ("info", "mod", "zip"):
+            asked[m.path] = time.time()
             assert get(pa, f"/{m.path}/@v/v1.0.0.{ext}")[0] == 200
     usage = f"goproxy:{s3_url}:usage"
-    wait_for(lambda: redisd.client.zcard(usage) == len(old) + len(used), timeout=20)
+
+    def flushed() -> bool:  # every last use reached Redis (through the parent, when there are workers)
+        scores = [redisd.client.zscore(usage, f"{path} v1.0.0") for path in asked]
+        return all(score is not None and score >= asked[path] for score, path in zip(scores, asked))
+
+    wait_for(flushed, timeout=20)
     for m in used:
         assert get(pb, f"/{m.path}/@v/v1.0.0.info")[0] == 200  # in use on the other replica too
     long_ago = redisd.client.zscore(usage, f"{old[0].path} v1.0.0") - 86400
