@@ -48,6 +48,7 @@ class CacheCounter:
         self._lock = threading.Lock()
         self._running: threading.Thread | None = None
         self._failing = False
+        self._first = True  # no call has waited for a count yet
 
     def count(self) -> CacheCount:
         """Count the cache now, in this thread, and keep the result as the latest.
@@ -80,7 +81,8 @@ class CacheCounter:
         """Return the newest count (this process's or another's), starting a recount in the
         background when it is due.
 
-        The very first call waits up to first_wait for its count; None while there is none.
+        The very first call waits up to first_wait for its count (later ones never wait); None
+        while there is none.
         """
         theirs = max(self.others(), key=lambda c: c.counted_at, default=None)
         with self._lock:
@@ -92,7 +94,8 @@ class CacheCounter:
                 self._running = threading.Thread(target=self._recount, name="goproxy-cache-count", daemon=True)
                 self._running.start()
             running = self._running
-        if latest is None and running is not None:
+            wait, self._first = self._first and latest is None, False
+        if wait and running is not None:
             running.join(self.first_wait)
             with self._lock:
                 latest = self._latest
