@@ -34,7 +34,14 @@ def test_every_worker_shows_the_whole_server_and_a_restart_resets_none_of_it(
         procs: list[Proc], upstream: Upstream, tmp_path: Path) -> None:
     mods = [upstream.add(generate(f"example.com/m{i}", "v1.0.0")) for i in range(6)]
     p, port = proxy(procs, tmp_path / "cache", "-upstream", upstream.url, "-retry-attempts", "1")
-    made = 0
+    assert get(port, f"/{mods[0].path}/@v/v1.0.0.info")[0] == 200  # one worker asks the upstream, once
+
+    def asked(data: dict[str, Any]) -> bool:
+        up = data["upstreams"][0]
+        return up["state"] == "up" and up["last_success"] is not None and up["median_latency"] is not None
+
+    from_every_worker(p, port, asked)
+    made = 1
     for m in mods:  # misses and hits, on whichever worker accepts each connection
         for _ in range(3):
             assert get(port, f"/{m.path}/@v/v1.0.0.mod")[0] == 200
@@ -42,7 +49,7 @@ def test_every_worker_shows_the_whole_server_and_a_restart_resets_none_of_it(
     failing: list[str] = []
     while len({w for path in failing for w in served(p, path)}) < 2:  # a failure logged by each worker
         path = f"/example.com/fail{len(failing)}/@v/list"
-        upstream.set(path, 503, b"overloaded")
+        upstream.set(path, 403, b"forbidden")  # a failure that does not mark the upstream down
         assert get(port, path)[0] == 502
         failing.append(path)
         made += 1
@@ -53,9 +60,9 @@ def test_every_worker_shows_the_whole_server_and_a_restart_resets_none_of_it(
         up = data["upstreams"][0]
         messages = " ".join(w["message"] for w in data["warnings"])
         return (data["workers"] == 2 and data["traffic"]["requests"] == made
-                and data["traffic"]["hits"] == 12 and data["traffic"]["misses"] == 6
+                and data["traffic"]["hits"] == 13 and data["traffic"]["misses"] == 6  # m0's .mod came with its .info
                 and up["state"] == "up" and up["last_success"] is not None and up["median_latency"] is not None
-                and up["requests"] == 6 + len(failing) and "503" in (up["last_error"] or "")
+                and up["requests"] == 7 + len(failing) and "403" in (up["last_error"] or "")
                 and all(path in messages for path in failing[-10:]))
 
     from_every_worker(p, port, whole)

@@ -28,19 +28,24 @@ def status(port: int) -> dict[str, Any]:
 
 def from_every_worker(p: Proc, port: int, check: Callable[[dict[str, Any]], bool], workers: int = 2,
                       timeout: float = 30) -> None:
-    """Ask /status.json until every worker has answered since this call and every answer since
-    the first that passed check passed it too (a worker may lag its siblings by one posting)."""
+    """Ask /status.json until an answer of every worker passed check, and fail when a worker's
+    answer fails it after one of that worker's passed (a worker may lag its siblings' figures
+    by one posting, never lose them). Each answer's worker is told by its access line."""
     names = [f"w{i}" for i in range(1, workers + 1)]
-    before = served(p, "/status.json")
-    passed = [False]
+    passed: set[str] = set()
+    seen = served(p, "/status.json")
 
     def everyone() -> bool:
+        nonlocal seen
         data = status(port)
-        if not check(data):
-            assert not passed[0], json.dumps(data, indent=1)[:3000]
-            return False
-        passed[0] = True
+        wait_for(lambda: sum(served(p, "/status.json").values()) > sum(seen.values()))
         now = served(p, "/status.json")
-        return all(now.get(w, 0) > before.get(w, 0) for w in names)
+        worker = next(w for w in now if now[w] > seen.get(w, 0))
+        seen = now
+        if check(data):
+            passed.add(worker)
+        else:
+            assert worker not in passed, f"{worker}: " + json.dumps(data, indent=1)[:3000]
+        return passed >= set(names)
 
-    wait_for(everyone, timeout=timeout, interval=0.02)
+    wait_for(everyone, timeout=timeout, interval=0.0)
