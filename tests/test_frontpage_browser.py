@@ -18,6 +18,7 @@ from goproxy.app.frontpage import LogCapture
 from goproxy.config import PrivateUpstream
 from goproxy.server import ProxyServer
 from goproxy.status.traffic import History
+from goproxy.storage.cleanup import Housekeeping
 from tests.support.browser import Chromium, find_chromium
 from tests.support.frontpage import from_every_worker
 from tests.support.helpers import FakeClock, get, wait_for
@@ -161,6 +162,9 @@ def test_downloads_in_flight_show_on_the_page_and_a_screenshot_is_kept(
                        private_upstreams=(PrivateUpstream("corp.example.com", private.url),))
     fill_an_hour(proxy, upstream, clock)
     clock.advance(max(time.time() - clock(), 0.0))
+    housekeeping = proxy.background[0]
+    assert isinstance(housekeeping, Housekeeping)
+    housekeeping.start()  # the next cleanup shows (stopped with the server)
     capture = job(proxy, LogCapture)
     capture.start()
     upstream.set("/example.com/flaky/@v/list", 503, b"upstream overloaded, try again later")

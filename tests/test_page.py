@@ -323,3 +323,12 @@ def test_a_failing_upstream_shows_its_last_error_on_the_page(
     assert "503" in cells[4]
     assert "<b>overloaded</b>" in cells[4]  # shown as text
     assert cells[5].endswith(" ms")
+
+
+@pytest.mark.parametrize("seconds,shown", [(0.12, "120 ms"), (0.0104, "10 ms"), (0.0004, "0.4 ms")],
+                         ids=["slow", "ten", "local"])
+def test_median_latency_shows_in_milliseconds_with_a_decimal_below_ten(seconds: float, shown: str) -> None:
+    up = UpstreamStatus("https://u", "", 1, 0, "up", NOW, "", None, seconds)
+    row = by_id(parse(render(status(upstreams=(up,)), "p:1")), "health").find(".//tbody/tr")
+    assert row is not None
+    assert text(row.findall("td")[5]) == shown
