@@ -160,11 +160,11 @@ def test_downloads_in_flight_show_on_the_page_and_a_screenshot_is_kept(
     upstream, private = make_upstream(), make_upstream()
     proxy = make_proxy([upstream.url], upstream_timeout=60.0, max_cache_size=10_000,
                        private_upstreams=(PrivateUpstream("corp.example.com", private.url),))
-    fill_an_hour(proxy, upstream, clock)
-    clock.advance(max(time.time() - clock(), 0.0))
     housekeeping = proxy.background[0]
     assert isinstance(housekeeping, Housekeeping)
     housekeeping.start()  # the next cleanup shows (stopped with the server)
+    fill_an_hour(proxy, upstream, clock)
+    clock.advance(max(time.time() - clock(), 0.0))
     capture = job(proxy, LogCapture)
     capture.start()
     upstream.set("/example.com/flaky/@v/list", 503, b"upstream overloaded, try again later")

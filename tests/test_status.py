@@ -264,27 +264,8 @@ def test_cache_count_is_none_while_the_first_count_is_still_running(tmp_path: Pa
     wait_for(lambda: counter.latest() is not None)
 
 
-def test_only_the_first_look_waits_for_a_count(tmp_path: Path) -> None:
-    gate = threading.Event()
-
-    def stuck() -> dict[tuple[str, str], float]:  # a usage database that keeps the count waiting
-        gate.wait(30)
-        return {}
-
-    counter = CacheCounter(DiskStorage(str(tmp_path)), stuck, FakeClock(), first_wait=30)
-    first = threading.Thread(target=counter.latest, daemon=True)
-    first.start()
-    try:
-        wait_for(lambda: _running("goproxy-cache-count"))
-        assert counter.latest() is None  # at once: it does not wait again
-        assert first.is_alive()
-    finally:
-        gate.set()
-        first.join(10)
-
-
 def test_cache_count_failure_keeps_the_last_figures_and_logs_once(tmp_path: Path,
-                                                                 caplog: pytest.LogCaptureFixture) -> None:
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
     clock = FakeClock()
     broken = [False]
 
@@ -303,6 +284,25 @@ def test_cache_count_failure_keeps_the_last_figures_and_logs_once(tmp_path: Path
     assert counter.latest() is first
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
         "cannot count the cache for the status page: disk gone"]
+
+
+def test_only_the_first_look_waits_for_a_count(tmp_path: Path) -> None:
+    gate = threading.Event()
+
+    def stuck() -> dict[tuple[str, str], float]:  # a usage database that keeps the count waiting
+        gate.wait(30)
+        return {}
+
+    counter = CacheCounter(DiskStorage(str(tmp_path)), stuck, FakeClock(), first_wait=30)
+    first = threading.Thread(target=counter.latest, daemon=True)
+    first.start()
+    try:
+        wait_for(lambda: _running("goproxy-cache-count"))
+        assert counter.latest() is None  # at once: it does not wait again
+        assert first.is_alive()
+    finally:
+        gate.set()
+        first.join(10)
 
 
 def _record(level: int, msg: str, *args: object, exc: BaseException | None = None) -> logging.LogRecord:
