@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import collections
 import logging
+import statistics
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .metrics import Metrics
+from .net.dial import mask
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +24,10 @@ NO_ANSWER_LIMIT = 3
 # The wait before the first probe of a down upstream; it doubles after each failed probe up to MAX_PROBE.
 FIRST_PROBE = 5.0
 MAX_PROBE = 300.0
+# How many of an upstream's latest latencies (time to response headers) its median is taken over.
+LATENCY_WINDOW = 32
+# The longest last-error text kept, in characters.
+ERROR_MAX = 300
 
 # A probe asks one upstream whether it answers at all; True when it does.
 Probe = Callable[[], bool]
@@ -45,6 +52,10 @@ class _State:
     next_probe: float = 0.0
     backoff: float = FIRST_PROBE  # the wait after the next failed probe
     probing: bool = False
+    last_success: float | None = None
+    last_error: str = ""
+    last_error_at: float | None = None
+    latencies: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=LATENCY_WINDOW))
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,22 @@ class Down:
     since: float
     reason: str
     next_probe: float
+
+
+@dataclass(frozen=True)
+class Report:
+    """One upstream's health as the front page shows it (times by the Health's clock)."""
+
+    state: str  # "up" or "down"
+    last_success: float | None  # the last request it served (not-founds included)
+    last_error: str  # the last failed request's reason, passwords masked; "" when none
+    last_error_at: float | None
+    latencies: tuple[float, ...] = ()  # the latest times to response headers, in seconds, oldest first
+
+    @property
+    def median_latency(self) -> float | None:
+        """Return the median of latencies, None when there is none."""
+        return statistics.median(self.latencies) if self.latencies else None
 
 
 class Health:
@@ -69,7 +96,9 @@ class Health:
     went down, then backing off (doubling) to max_probe. Probes start when something asks
     about the upstream (available, probe_due), in the background through spawn. Each change
     of state is logged once and exported as the gauge goproxy_upstream_up. clock is the time
-    source (seconds).
+    source (seconds); the times report() gives are its, so a wall clock (time.time) suits them.
+    Requests report how each try ended (finished): the last success, the last error and the
+    latest LATENCY_WINDOW latencies are kept. Functions given to watch() are told of each change.
     """
 
     def __init__(self, metrics: Metrics, clock: Callable[[], float] = time.monotonic,
@@ -83,6 +112,7 @@ class Health:
         self._spawn = spawn
         self._states: dict[str, _State] = {}
         self._lock = threading.Lock()
+        self._watchers: list[Callable[[], None]] = []
 
     def register(self, name: str, probe: Probe) -> None:
         """Start tracking upstream name (up), probed by probe while down; a second call is ignored."""
@@ -117,6 +147,39 @@ class Health:
             downtime = self.clock() - st.since
         log.warning("upstream %s is up again (down for %.0fs)", name, downtime)
         self.metrics.upstream_up.set(1, upstream=name)
+        self._notify()
+
+    def finished(self, name: str, latency: float | None, error: str = "") -> None:
+        """Record how one try at upstream name ended: latency is the seconds to its response
+        headers (None when it gave no answer); error is "" when it served the request (or said
+        not found), else the failure's one-line description (passwords are masked here)."""
+        with self._lock:
+            st = self._states.get(name)
+            if st is None:
+                return
+            if latency is not None:
+                st.latencies.append(latency)
+            if error:
+                text = mask(" ".join(error.split()))
+                st.last_error = text if len(text) <= ERROR_MAX else text[:ERROR_MAX - 1] + "…"
+                st.last_error_at = self.clock()
+            else:
+                st.last_success = self.clock()
+        self._notify()
+
+    def report(self) -> dict[str, Report]:
+        """Return each tracked upstream's health now, in registration order."""
+        with self._lock:
+            return {n: Report("down" if s.down else "up", s.last_success, s.last_error, s.last_error_at,
+                              tuple(s.latencies)) for n, s in self._states.items()}
+
+    def watch(self, changed: Callable[[], None]) -> None:
+        """Call changed (without arguments, quickly) after each try is recorded and each change of state."""
+        self._watchers.append(changed)
+
+    def _notify(self) -> None:
+        for changed in self._watchers:
+            changed()
 
     def no_answer(self, name: str, reason: str, elsewhere: bool = False) -> None:
         """Record a try that got no answer from upstream name; the no_answer_limit-th in a row
@@ -161,6 +224,7 @@ class Health:
         log.warning("upstream %s is down (%s); skipping it, probing it after %gs, backing off to %gs",
                     name, reason, self.first_probe, self.max_probe)
         self.metrics.upstream_up.set(0, upstream=name)
+        self._notify()
 
     def down(self) -> list[Down]:
         """Return the upstreams that are down now, in registration order."""

@@ -98,6 +98,12 @@ def _when(t: float | None, now: float) -> str:
     return f'<time datetime="{stamp}" title="{stamp}">{e(text)}</time>'
 
 
+def _ms(seconds: float) -> str:
+    """Return seconds as milliseconds: "120 ms", or "0.4 ms" below 10 ms."""
+    ms = seconds * 1000
+    return f"{ms:.0f} ms" if ms >= 10 else f"{ms:.1f} ms"
+
+
 def _percent(r: float | None) -> str:
     return '<span class="na">no artifact requests yet</span>' if r is None else f"{r * 100:.1f}%"
 
@@ -159,7 +165,7 @@ def _upstream_row(u: UpstreamStatus, now: float) -> str:
         error = "none" if not u.last_error else e(u.last_error)
         if u.last_error and u.last_error_at is not None:
             error = f"{_when(u.last_error_at, now)}: {error}"
-        latency = _NA if u.median_latency is None else f"{u.median_latency * 1000:.0f} ms"
+        latency = _NA if u.median_latency is None else _ms(u.median_latency)
     return (f'<tr><td class="name">{e(u.name)}</td><td>{route}</td><td>{state}</td><td>{success}</td>'
             f"<td>{error}</td><td>{latency}</td><td>{u.requests}</td><td>{u.errors}</td></tr>")
 

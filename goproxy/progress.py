@@ -91,7 +91,8 @@ class Bar:
 class Progress:
     """Progress shows downloads on stream: mode "tty" (live block), "lines", or "off".
 
-    In tty mode, log records must go through handler() so they print above the block.
+    In tty mode, log records must go through handler() so they print above the block. Functions
+    given to watch() are told of every change: a download started, moved or ended.
     """
 
     def __init__(self, mode: str, stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic) -> None:
@@ -101,12 +102,19 @@ class Progress:
         self._drawn = 0  # lines of the block currently on screen
         self._last_draw = 0.0
         self.log = logging.getLogger("goproxy.progress")
+        self._watchers: list[Callable[[], None]] = []
+
+    def watch(self, changed: Callable[[], None]) -> None:
+        """Call changed (without arguments, quickly: it runs on the download's thread) after every change."""
+        self._watchers.append(changed)
 
     def start(self, name: str) -> Bar:
         """start adds a bar for a download of name."""
         bar = Bar(self, name, self.clock())
         with self._lock:
             self._bars.append(bar)
+        for changed in self._watchers:
+            changed()
         return bar
 
     def snapshot(self) -> list[Transfer]:
@@ -126,8 +134,12 @@ class Progress:
                 self._bars.remove(bar)
             if self.mode == "tty":
                 self._redraw(force=True)
+        for changed in self._watchers:
+            changed()
 
     def _changed(self, bar: Bar) -> None:
+        for changed in self._watchers:
+            changed()
         now = self.clock()
         if self.mode == "lines":
             if now - bar.last_line >= LINE_INTERVAL:

@@ -1,9 +1,14 @@
-"""Shared memory for metric values: a region of slots, one per process, inherited across fork.
+"""Shared memory for metric values: a region of slots, one per process, inherited across fork; and
+beside each slot a board, where its process posts one small document for the others to read.
 
 A slot is a header and then entries, each a length-prefixed key and an 8-byte float value.
 Only the process owning a slot writes it (under its own locks); any process reads every slot.
 An entry becomes visible when its length is written, after its key and value, so a reader
 never sees half of one; a float is one aligned 8-byte store.
+
+A board holds the last document its process posted: a length, a CRC-32 and the bytes. Only
+the slot's process posts; a reader that catches a post half-written sees a CRC that does not
+match, and reads again.
 """
 
 from __future__ import annotations
@@ -12,18 +17,26 @@ import logging
 import mmap
 import struct
 import threading
+import time
+import zlib
 from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
 
 # Bytes per slot; a slot holds a few thousand samples.
 SLOT_SIZE = 256 << 10
+# Bytes per board: the largest document a process can post.
+BOARD_SIZE = 128 << 10
 # Slot states, in the header's first word.
 FREE, LIVE, DORMANT = 0, 1, 2
+# How many times a reader reads a board before giving up on catching it between posts (a post
+# copies at most BOARD_SIZE bytes: about as long as one read).
+_READ_TRIES = 5
 
 _HEADER = 16  # state u32, bytes used u32, pid u32, spare u32
 _U32 = struct.Struct("=I")
 _F64 = struct.Struct("=d")
+_BOARD_HEADER = struct.Struct("=II")  # length, CRC-32 of the document
 
 
 def _align(n: int) -> int:
@@ -31,23 +44,58 @@ def _align(n: int) -> int:
 
 
 class Region:
-    """An anonymous shared mapping of slots (slots × SLOT_SIZE bytes; untouched pages cost nothing).
+    """An anonymous shared mapping of slots and their boards (slots × (SLOT_SIZE + BOARD_SIZE)
+    bytes; untouched pages cost nothing).
 
     Created before fork, it is the same memory in the parent and every worker. A new region has
-    its first slot live.
+    its first slot live. created is when it was made (Unix time): the server's start, for every
+    process that inherits it.
     """
 
     def __init__(self, slots: int) -> None:
         self.slots = max(1, slots)
-        self._mem = mmap.mmap(-1, self.slots * SLOT_SIZE)
+        self.created = time.time()
+        self._mem = mmap.mmap(-1, self.slots * (SLOT_SIZE + BOARD_SIZE))
         self._claim = threading.Lock()
+        # One lock per board: a fork while another board's post is under way leaves the child's
+        # own board free.
+        self._post = [threading.Lock() for _ in range(self.slots)]
         self.set_state(0, LIVE)
 
     def slot(self, index: int) -> Slot:
         """Return slot index, for the process that writes it (it adopts the entries already there)."""
         if not 0 <= index < self.slots:
             raise IndexError(f"slot {index} outside a region of {self.slots}")
-        return Slot(memoryview(self._mem)[index * SLOT_SIZE:(index + 1) * SLOT_SIZE])
+        return Slot(memoryview(self._mem)[index * SLOT_SIZE:(index + 1) * SLOT_SIZE], index)
+
+    def _board(self, index: int) -> int:
+        if not 0 <= index < self.slots:
+            raise IndexError(f"board {index} outside a region of {self.slots}")
+        return self.slots * SLOT_SIZE + index * BOARD_SIZE
+
+    def post(self, index: int, document: bytes) -> bool:
+        """Replace board index's document (only slot index's process may); False when it does not fit."""
+        if len(document) > BOARD_SIZE - _BOARD_HEADER.size:
+            return False
+        at = self._board(index)
+        with self._post[index]:
+            self._mem[at + _BOARD_HEADER.size:at + _BOARD_HEADER.size + len(document)] = document
+            _BOARD_HEADER.pack_into(self._mem, at, len(document), zlib.crc32(document))
+        return True
+
+    def board(self, index: int) -> bytes | None:
+        """Return board index's document, None when nothing was posted there (or no whole copy
+        could be read while its process kept posting)."""
+        at = self._board(index)
+        for _ in range(_READ_TRIES):
+            length, crc = _BOARD_HEADER.unpack_from(self._mem, at)
+            if length == 0:
+                return None
+            if length <= BOARD_SIZE - _BOARD_HEADER.size:
+                document = self._mem[at + _BOARD_HEADER.size:at + _BOARD_HEADER.size + length]
+                if zlib.crc32(document) == crc and _BOARD_HEADER.unpack_from(self._mem, at) == (length, crc):
+                    return document
+        return None
 
     def state(self, index: int) -> int:
         """Return slot index's state: FREE, LIVE or DORMANT."""
@@ -93,9 +141,11 @@ def _walk(mem: memoryview) -> Iterator[tuple[str, int]]:
 
 
 class Slot:
-    """One process's part of a region: keys mapped to value offsets, values added or set in place."""
+    """One process's part of a region (the index-th): keys mapped to value offsets, values added
+    or set in place."""
 
-    def __init__(self, mem: memoryview) -> None:
+    def __init__(self, mem: memoryview, index: int = 0) -> None:
+        self.index = index
         self._mem = mem
         self._lock = threading.Lock()
         self._keys: dict[str, int] = {}

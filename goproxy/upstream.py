@@ -231,7 +231,8 @@ class Upstreams:
         Range header (up lets it send more requests to the same place). With health, any answer
         below 500 counts as reachable; a try with no answer (Health.no_answer, elsewhere when
         retry_silence is False), and giving up after a 5xx on the last try (Health.failed), as
-        unreachable. Retries stop
+        unreachable; every try's end is reported (Health.finished: its time to response headers,
+        and its error unless it served the request or said not found). Retries stop
         early when the upstream is marked down meanwhile, and after a try with no answer when
         retry_silence is False. Refused answers (InvalidAnswer) are logged here, once.
         """
@@ -241,8 +242,10 @@ class Upstreams:
         for attempt in range(1, self.attempts + 1):
             m.upstream_requests.inc(upstream=up.name)
             server_error = silent = False  # this try got a 5xx; no answer at all
+            latency: float | None = None  # seconds to the response headers
             try:
                 sent = headers() if headers else {}
+                asked = time.monotonic()
                 try:
                     resp = self.transport.get(url, headers=sent, auth=up.auth)
                 except TransientError as exc:  # no answer: refused, reset, timed out
@@ -250,6 +253,7 @@ class Upstreams:
                     if health is not None:
                         health.no_answer(up.name, str(exc), elsewhere=not retry_silence)
                     raise
+                latency = time.monotonic() - asked
                 with resp:
                     try:
                         server_error = resp.status >= 500
@@ -260,11 +264,16 @@ class Upstreams:
                             if looks_like_html(ctype, b""):
                                 raise InvalidAnswer(up.name, path, f"an HTML page (Content-Type {ctype}), "
                                                     "as a captive portal or filter sends", "html")
-                            return consume(resp, up)
+                            result = consume(resp, up)
+                            if health is not None:
+                                health.finished(up.name, latency)
+                            return result
                         raise classify(resp, resp.read_all(limit=64 << 10))
                     finally:
                         m.bytes_fetched.inc(resp.bytes_read)
             except ProxyError as exc:
+                if health is not None:
+                    health.finished(up.name, latency, "" if isinstance(exc, NotFound) else str(exc))
                 if isinstance(exc, InvalidAnswer):
                     log.warning("%s", exc)
                     m.upstream_refused.inc(upstream=up.name, reason=exc.reason)

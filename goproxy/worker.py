@@ -53,7 +53,8 @@ def run(index: int, config: Config, listener: socket.socket, control: socket.soc
 
     Called in the child right after fork: it takes a fresh stderr (a lock held by a parent
     thread at the fork would block it forever), sets up logging with a "[wN] " tag, builds the
-    server with build, says "ready" once serving and "fatal <reason>" when the build fails.
+    server with build, starts its background jobs, says "ready" once serving and "fatal <reason>"
+    when the build fails.
     SIGTERM drains it (-shutdown-timeout); SIGINT and SIGHUP are the parent's to handle. When
     the control socket closes (the parent died) it stops too. forward_uses(control) gives the
     worker's use recorder and the function that stops it, sending what is left.
@@ -80,6 +81,8 @@ def run(index: int, config: Config, listener: socket.socket, control: socket.soc
         stop_uses()
         listener_thread.stop()
         return 1
+    for job in server.background:  # the page's history sampler and warnings capture; stopped by server.stop
+        job.start()
     stopper: list[threading.Thread] = []
 
     def stop(*_: object) -> None:

@@ -16,6 +16,8 @@ from .config import Config
 from .errors import ConfigError
 from .sdnotify import Notifier
 from .shm import DORMANT, Region
+from .status.board import Board, Posting
+from .status.logring import WarningRing
 
 log = logging.getLogger("goproxy")
 
@@ -64,7 +66,9 @@ class Supervisor:
 
     on_use receives (key, time) of the uses the workers report; on_ready runs once when every
     first worker is serving; reload returns a fresh Config (raising ConfigError when invalid);
-    on_config is told of a config taking effect after a reload.
+    on_config is told of a config taking effect after a reload. While it runs, this process's
+    warnings and errors (its own, such as a worker's death, and the housekeeping's) are posted
+    on the region's first board, where the front page of every worker finds them.
     """
 
     def __init__(self, config: Config, count: int, region: Region, run_worker: RunWorker,
@@ -95,6 +99,8 @@ class Supervisor:
         self._pending_config: Config | None = None
         self.count_after = count
         self._wake: list[socket.socket] = []
+        self._board = Board(region, 0, lambda: Posting(time.time(), os.getpid(), warnings=self._ring.entries()))
+        self._ring = WarningRing(on_keep=self._board.changed)
 
     # Running.
 
@@ -108,6 +114,7 @@ class Supervisor:
         old_wakeup = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
         handlers = {sig: signal.signal(sig, self._on_signal)
                     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)}
+        logging.getLogger().addHandler(self._ring)
         try:
             for index in range(1, self.count + 1):
                 self._spawn(index, self.config)
@@ -115,6 +122,8 @@ class Supervisor:
                 self._step(wake_r)
             return self._exit
         finally:
+            logging.getLogger().removeHandler(self._ring)
+            self._board.stop()
             for sig, old in handlers.items():
                 signal.signal(sig, old)
             signal.set_wakeup_fd(old_wakeup)
@@ -196,7 +205,9 @@ class Supervisor:
 
     def _forget_parent_state(self, parent_end: socket.socket) -> None:
         """In a new child: drop the parent's signal set-up and its ends of every control socket
-        (a sibling holding one would hide the parent's death from that worker)."""
+        (a sibling holding one would hide the parent's death from that worker), and the capture
+        of its warnings (the parent's board is not the worker's to post on)."""
+        logging.getLogger().removeHandler(self._ring)
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         parent_end.close()

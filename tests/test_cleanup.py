@@ -4,9 +4,11 @@ cleanup racing 20 clients through a real proxy."""
 from __future__ import annotations
 
 import http.client
+import math
 import os
 import random
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,8 +17,9 @@ import pytest
 from goproxy.config import build
 from goproxy.errors import ConfigError
 from goproxy.server import ProxyServer
-from goproxy.storage.cleanup import Housekeeping, Report
-from goproxy.storage.usage import DB_NAME
+from goproxy.storage.cleanup import Cleaner, Housekeeping, Report, next_pass_at
+from goproxy.storage.disk import DiskStorage
+from goproxy.storage.usage import DB_NAME, UsageStore
 from tests.support.helpers import FakeClock, background_job, get, wait_for
 from tests.support.upstream import Module, Upstream, generate
 
@@ -264,3 +267,49 @@ def test_no_usage_database_appears_before_a_use(make_proxy: Callable[..., ProxyS
     proxy = make_proxy([upstream.url])
     background_job(proxy, Housekeeping).store.close()
     assert not (Path(proxy.config.cache_dir) / DB_NAME).exists()
+
+
+@pytest.mark.parametrize("now,interval,want", [
+    (0.0, 60.0, 60.0),
+    (59.9, 60.0, 60.0),
+    (60.0, 60.0, 120.0),
+    (1_700_000_123.0, 86400.0, 1_700_006_400.0),  # the next 00:00 UTC
+], ids=["start", "just-before", "on-a-pass", "daily"])
+def test_passes_are_due_at_whole_multiples_of_the_interval(now: float, interval: float, want: float) -> None:
+    assert next_pass_at(now, interval) == want
+
+
+class Recording(Cleaner):
+    """A cleaner whose passes only record when they began."""
+
+    def __init__(self, root: Path, clock: Callable[[], float]) -> None:
+        self.began: list[float] = []
+        self.second = threading.Event()
+        super().__init__(DiskStorage(str(root)), UsageStore(str(root), clock), clock)
+
+    def run(self, dry_run: bool = False) -> Report:
+        self.began.append(self.clock())
+        if len(self.began) == 2:
+            self.second.set()
+        return Report()
+
+
+def test_after_the_pass_at_start_the_next_runs_on_the_grid_and_next_pass_says_when(tmp_path: Path) -> None:
+    base = time.time()
+    offset = math.floor(base) + 0.8 - base  # the clock reads 0.8 s into a second: the grid point is 0.2 s away
+
+    def clock() -> float:
+        return time.time() + offset
+
+    cleaner = Recording(tmp_path, clock)
+    assert cleaner.next_pass() is None  # no thread: no pass is due
+    cleaner.start(1.0)
+    try:
+        grid = math.floor(clock()) + 1.0
+        assert cleaner.next_pass() == grid
+        assert cleaner.second.wait(10)
+    finally:
+        cleaner.stop()
+        cleaner.store.close()
+    assert cleaner.next_pass() is None
+    assert grid <= cleaner.began[1] < grid + 0.5  # not a whole interval after the first pass

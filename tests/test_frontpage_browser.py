@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,8 +18,11 @@ from goproxy.app.frontpage import LogCapture
 from goproxy.config import PrivateUpstream
 from goproxy.server import ProxyServer
 from goproxy.status.traffic import History
+from goproxy.storage.cleanup import Housekeeping
 from tests.support.browser import Chromium, find_chromium
+from tests.support.frontpage import from_every_worker
 from tests.support.helpers import FakeClock, background_job, get, wait_for
+from tests.support.proc import Proc, start
 from tests.support.upstream import Upstream, generate
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -48,6 +52,29 @@ def goproxy_line(dom: str) -> str:
     m = re.search(r'id="goproxy-line">([^<]*)<', dom)
     assert m is not None, "no GOPROXY line on the page"
     return html.unescape(m.group(1))
+
+
+def hold_big_download(upstream: Upstream) -> threading.Event:
+    """Serve BIG from upstream over a slow link: its first chunk at once, the others only once
+    the returned event is set."""
+    upstream.add(generate(BIG, "v1.2.0", size=BIG_SIZE))
+    upstream.rate = 4 << 20  # a slow link: the bar moves at a speed a person can read
+    release = threading.Event()
+
+    def hold(path: str, handler: object) -> bool:
+        rng = getattr(handler, "headers").get("Range", "")  # noqa: B009
+        if path.endswith(".zip") and rng and not rng.startswith("bytes=0-"):
+            release.wait(60)  # every chunk after the first waits for the test
+        return False
+
+    upstream.fault = hold
+    return release
+
+
+def downloads_section(dom: str) -> str:
+    """Return the downloads section of chromium's serialised DOM."""
+    section = dom[dom.index('id="downloads"'):]
+    return section[: section.index("</section>")]
 
 
 def test_the_console_check_catches_errors(browser: Chromium) -> None:
@@ -127,6 +154,9 @@ def test_downloads_in_flight_show_on_the_page_and_a_screenshot_is_kept(
     upstream, private = make_upstream(), make_upstream()
     proxy = make_proxy([upstream.url], upstream_timeout=60.0, max_cache_size=10_000,
                        private_upstreams=(PrivateUpstream("corp.example.com", private.url),))
+    housekeeping = proxy.background[0]
+    assert isinstance(housekeeping, Housekeeping)
+    housekeeping.start()  # the next cleanup shows (stopped with the server)
     fill_an_hour(proxy, upstream, clock)
     clock.advance(max(time.time() - clock(), 0.0))
     capture = background_job(proxy, LogCapture)
@@ -135,17 +165,7 @@ def test_downloads_in_flight_show_on_the_page_and_a_screenshot_is_kept(
     assert get(proxy, "/example.com/flaky/@v/list")[0] == 502
     capture.stop()
 
-    upstream.add(generate(BIG, "v1.2.0", size=BIG_SIZE))
-    upstream.rate = 4 << 20  # a slow link: the bar moves at a speed a person can read
-    release = threading.Event()
-
-    def hold(path: str, handler: object) -> bool:
-        rng = getattr(handler, "headers").get("Range", "")  # noqa: B009
-        if path.endswith(".zip") and rng and not rng.startswith("bytes=0-"):
-            release.wait(60)  # every chunk after the first waits for the test
-        return False
-
-    upstream.fault = hold
+    release = hold_big_download(upstream)
     result: list[int] = []
     client = threading.Thread(target=lambda: result.append(get(proxy, f"/{BIG}/@v/v1.2.0.zip")[0]), daemon=True)
     client.start()
@@ -163,10 +183,40 @@ def test_downloads_in_flight_show_on_the_page_and_a_screenshot_is_kept(
     finally:
         release.set()
         client.join(60)
-    section = dom[dom.index('id="downloads"'):]
-    section = section[: section.index("</section>")]
+    section = downloads_section(dom)
     assert f"{BIG}@v1.2.0" in section
     assert 'role="progressbar"' in section
     assert "of 1.5 MB" in section
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert result == [200]
+
+
+def test_a_download_in_flight_on_one_worker_shows_on_the_page_of_either(
+        browser: Chromium, procs: list[Proc], upstream: Upstream, tmp_path: Path) -> None:
+    release = hold_big_download(upstream)
+    p, port = start(procs, "-host", "127.0.0.1", "-port", "0", "-cache", str(tmp_path / "cache"), "-workers", "2",
+                    "-progress", "off", "-upstream", upstream.url, "-upstream-timeout", "60s")
+    result: list[int] = []
+    client = threading.Thread(target=lambda: result.append(get(port, f"/{BIG}/@v/v1.2.0.zip")[0]), daemon=True)
+    client.start()
+    try:
+        def underway(data: dict[str, Any]) -> bool:
+            downloads = data["downloads"]
+            return len(downloads) == 1 and downloads[0]["name"] == f"{BIG}@v1.2.0" and downloads[0]["done"] >= CHUNK
+
+        from_every_worker(p, port, underway)
+        url = f"http://127.0.0.1:{port}/"
+        dom = browser.dump_dom(url)
+        shot = tmp_path / "frontpage-workers.png"
+        page = browser.load(url, {"workers": "document.getElementById('health').innerText"}, screenshot=shot)
+        print(f"front page of a two-worker server: {shot}")
+    finally:
+        release.set()
+        client.join(60)
+    section = downloads_section(dom)
+    assert f"{BIG}@v1.2.0" in section
+    assert 'role="progressbar"' in section
+    assert "of 1.5 MB" in section
+    assert page.errors == []
+    assert re.search(r"workers\s+2\s", page.values["workers"])
     assert result == [200]

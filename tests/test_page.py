@@ -12,6 +12,7 @@ from html.parser import HTMLParser
 import pytest
 
 from goproxy.app.frontpage import LogCapture
+from goproxy.config import PrivateUpstream
 from goproxy.page import EXAMPLE_PATTERN, proxy_address, render
 from goproxy.plot import SVG_NS
 from goproxy.progress import Transfer
@@ -27,7 +28,10 @@ from goproxy.status.model import (
     UpstreamStatus,
 )
 from goproxy.status.traffic import History
-from tests.support.helpers import get
+from goproxy.storage.cleanup import Housekeeping, next_pass_at
+from goproxy.sumdb.db import parse_gosumdb
+from tests.support.helpers import FakeClock, get, wait_for
+from tests.support.sumdbserver import SumDBServer
 from tests.support.upstream import Upstream, generate
 
 NOW = 1_700_000_000.0
@@ -251,9 +255,10 @@ def test_status_json_reports_traffic_and_leaves_page_views_out(proxy: ProxyServe
 def test_page_views_are_counted_under_their_own_endpoints(proxy: ProxyServer) -> None:
     get(proxy, "/")
     get(proxy, "/status.json")
-    metrics = get(proxy, "/metrics")[2].decode()
-    assert 'goproxy_requests_total{endpoint="page",status="200"} 1' in metrics
-    assert 'goproxy_requests_total{endpoint="status.json",status="200"} 1' in metrics
+    # A request is counted once its answer is sent: the client may ask again first.
+    page, data = ('goproxy_requests_total{endpoint="page",status="200"} 1',
+                  'goproxy_requests_total{endpoint="status.json",status="200"} 1')
+    wait_for(lambda: all(line in get(proxy, "/metrics")[2].decode() for line in (page, data)))
 
 
 def test_other_paths_and_methods_are_still_refused(proxy: ProxyServer) -> None:
@@ -279,3 +284,53 @@ def test_warnings_logged_while_the_server_runs_reach_the_page(proxy: ProxyServer
     assert "not a warning" not in messages
     page = get(proxy, "/")[2]
     assert b"<script>" not in page
+
+
+def test_status_json_shows_each_upstreams_health_the_verified_tree_and_the_next_cleanup(
+        make_proxy: Callable[..., ProxyServer], make_upstream: Callable[[], Upstream], clock: FakeClock) -> None:
+    upstream, private = make_upstream(), make_upstream()
+    db = SumDBServer(upstream)
+    m = db.add(generate("example.com/verified", "v1.0.0"))
+    proxy = make_proxy([upstream.url], gosumdb=parse_gosumdb(db.vkey),
+                       private_upstreams=(PrivateUpstream("corp.example.com", private.url),))
+    assert get(proxy, f"/{m.path}/@v/{m.version}.zip")[0] == 200
+    data = json.loads(get(proxy, "/status.json")[2])
+    public, corp = data["upstreams"]
+    assert (public["name"], public["state"], public["last_success"]) == (upstream.url, "up", clock())
+    assert public["median_latency"] > 0
+    assert (corp["route"], corp["state"], corp["last_success"]) == ("corp.example.com", "up", None)
+    assert data["checksum"]["tree_size"] == 1
+    assert (data["workers"], data["started"]) == (1, clock())
+    assert data["cache"]["next_cleanup"] is None  # the housekeeping is not running
+    housekeeping = proxy.background[0]
+    assert isinstance(housekeeping, Housekeeping)
+    housekeeping.start()
+    try:
+        data = json.loads(get(proxy, "/status.json")[2])
+    finally:
+        housekeeping.stop()
+    assert data["cache"]["next_cleanup"] == next_pass_at(clock(), 86400.0)
+
+
+def test_a_failing_upstream_shows_its_last_error_on_the_page(
+        make_proxy: Callable[..., ProxyServer], upstream: Upstream, clock: FakeClock) -> None:
+    proxy = make_proxy([upstream.url], retry_attempts=1)
+    upstream.set("/example.com/x/@v/list", 503, b"<b>overloaded</b>")
+    assert get(proxy, "/example.com/x/@v/list")[0] == 502
+    row = by_id(parse(get(proxy, "/")[2]), "health").find(".//tbody/tr")
+    assert row is not None
+    cells = [text(td) for td in row.findall("td")]
+    assert cells[2] == "up"
+    assert cells[3] == "never"
+    assert "503" in cells[4]
+    assert "<b>overloaded</b>" in cells[4]  # shown as text
+    assert cells[5].endswith(" ms")
+
+
+@pytest.mark.parametrize("seconds,shown", [(0.12, "120 ms"), (0.0104, "10 ms"), (0.0004, "0.4 ms")],
+                         ids=["slow", "ten", "local"])
+def test_median_latency_shows_in_milliseconds_with_a_decimal_below_ten(seconds: float, shown: str) -> None:
+    up = UpstreamStatus("https://u", "", 1, 0, "up", NOW, "", None, seconds)
+    row = by_id(parse(render(status(upstreams=(up,)), "p:1")), "health").find(".//tbody/tr")
+    assert row is not None
+    assert text(row.findall("td")[5]) == shown

@@ -15,11 +15,12 @@ import pytest
 
 from goproxy.metrics import Metrics
 from goproxy.progress import Progress, Transfer
+from goproxy.shm import Region
 from goproxy.status.cachecount import CacheCounter
 from goproxy.status.logring import MESSAGE_MAX, WarningRing
-from goproxy.status.model import CacheStatus, ChecksumStatus, Counters, Minute, to_json
+from goproxy.status.model import CacheCount, CacheStatus, ChecksumStatus, Counters, Minute, to_json
 from goproxy.status.source import CacheReport, ChecksumReport, StatusSource, UpstreamTable
-from goproxy.status.traffic import History, read_counters
+from goproxy.status.traffic import History, merge_minutes, read_counters, read_totals, read_upstream_counts
 from goproxy.storage.base import Stat
 from goproxy.storage.disk import DiskStorage
 from goproxy.storage.usage import UsageStore
@@ -60,6 +61,65 @@ def test_read_counters_leaves_probes_scrapes_and_the_page_out_of_requests() -> N
     assert c.requests == 4
     assert (c.hits, c.misses, c.stale) == (1, 2, 0)
     assert (c.upstream_requests, c.upstream_errors, c.bytes_served) == (4, 2, 1234)
+
+
+def two_workers() -> tuple[Metrics, Metrics]:
+    """Return the metrics of two processes sharing one region, as two forked workers have."""
+    region = Region(3)
+    region.set_state(1, 1)
+    region.set_state(2, 1)
+    return Metrics(region, 1), Metrics(region, 2)
+
+
+def test_read_counters_sums_every_process_of_the_server() -> None:
+    w1, w2 = two_workers()
+    for m, hits in ((w1, 3), (w2, 4)):
+        m.requests.inc(hits, endpoint="zip", status="200")
+        m.requests.inc(endpoint="page", status="200")
+        m.cache.inc(hits, result="hit")
+        m.bytes_served.inc(100 * hits)
+        m.upstream_requests.inc(upstream="https://a")
+        m.upstream_errors.inc(upstream="https://a", kind="transient")
+    for m in (w1, w2):  # either process reads the same whole-server figures
+        c = read_counters(m)
+        assert (c.requests, c.hits, c.bytes_served) == (7, 7, 700)
+        assert (c.upstream_requests, c.upstream_errors) == (2, 2)
+        assert read_upstream_counts(m) == {"https://a": (2, 2)}
+
+
+def test_read_totals_gives_label_values_as_they_were_set() -> None:
+    m = Metrics()
+    odd = 'https://u/a"b\\c\nd'
+    m.upstream_requests.inc(2, upstream=odd)
+    assert read_totals(m, frozenset({"goproxy_upstream_requests_total"})) == {
+        "goproxy_upstream_requests_total": [({"upstream": odd}, 2.0)]}
+
+
+def test_histories_of_two_workers_see_the_same_totals_and_merge_without_double_counting() -> None:
+    w1, w2 = two_workers()
+    clock = FakeClock(6000.0)
+    h1, h2 = History(lambda: read_counters(w1), clock), History(lambda: read_counters(w2), clock)
+    h1.sample()
+    h2.sample()
+    w1.requests.inc(5, endpoint="mod", status="200")
+    w1.cache.inc(5, result="hit")
+    w2.requests.inc(3, endpoint="mod", status="200")
+    w2.cache.inc(3, result="miss")
+    clock.advance(60)
+    h1.sample()
+    h2.sample()
+    assert h1.minutes() == h2.minutes() == (Minute(6060.0, 8, 5, 8, 0.625),)
+    assert merge_minutes(h1.minutes(), h2.minutes()) == (Minute(6060.0, 8, 5, 8, 0.625),)
+
+
+def test_history_tells_of_each_point_stored() -> None:
+    told: list[int] = []
+    history = History(lambda: Counters(), FakeClock(), on_sample=lambda: told.append(1))
+    history.sample()  # the baseline: no point
+    assert told == []
+    history.sample()
+    history.sample()
+    assert len(told) == 2
 
 
 def test_history_first_sample_is_only_the_baseline_then_each_sample_stores_the_minute_since() -> None:
@@ -172,6 +232,27 @@ def test_cache_count_runs_in_the_background_at_most_once_per_interval(tmp_path: 
     assert disk.scans == 2
 
 
+def test_a_newer_count_by_another_process_is_used_instead_of_counting_again(tmp_path: Path) -> None:
+    clock = FakeClock()
+    disk = CountingDisk(str(tmp_path))
+    theirs: list[CacheCount] = []
+    counted: list[int] = []
+    counter = CacheCounter(disk, dict, clock, interval=300, first_wait=10, others=lambda: theirs,
+                           on_count=lambda: counted.append(1))
+    mine = counter.latest()
+    assert mine is not None
+    assert counter.mine() is mine
+    assert (disk.scans, len(counted)) == (1, 1)
+    clock.advance(200)
+    theirs.append(dataclasses.replace(mine, counted_at=clock(), modules=42))  # another worker counted since
+    clock.advance(200)  # 400 s after this process's count, 200 s after theirs: not due
+    latest = counter.latest()
+    assert latest is not None
+    assert latest.modules == 42
+    assert disk.scans == 1
+    assert counter.mine() is mine
+
+
 def test_cache_count_is_none_while_the_first_count_is_still_running(tmp_path: Path) -> None:
     gate = threading.Event()
 
@@ -205,6 +286,25 @@ def test_cache_count_failure_keeps_the_last_figures_and_logs_once(tmp_path: Path
     assert counter.latest() is first
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
         "cannot count the cache for the status page: disk gone"]
+
+
+def test_only_the_first_look_waits_for_a_count(tmp_path: Path) -> None:
+    gate = threading.Event()
+
+    def stuck() -> dict[tuple[str, str], float]:  # a usage database that keeps the count waiting
+        gate.wait(30)
+        return {}
+
+    counter = CacheCounter(DiskStorage(str(tmp_path)), stuck, FakeClock(), first_wait=30)
+    first = threading.Thread(target=counter.latest, daemon=True)
+    first.start()
+    try:
+        wait_for(lambda: _running("goproxy-cache-count"))
+        assert counter.latest() is None  # at once: it does not wait again
+        assert first.is_alive()
+    finally:
+        gate.set()
+        first.join(10)
 
 
 def _record(level: int, msg: str, *args: object, exc: BaseException | None = None) -> logging.LogRecord:
@@ -245,6 +345,30 @@ def test_warning_ring_cuts_long_messages() -> None:
     ring = WarningRing()
     ring.handle(_record(logging.WARNING, "x" * 5000))
     assert len(ring.entries()[0].message) == MESSAGE_MAX
+
+
+def test_warning_ring_adopts_entries_as_older_than_its_own_and_tells_of_each_kept() -> None:
+    told: list[int] = []
+    ring = WarningRing(size=3, on_keep=lambda: told.append(1))
+    ring.handle(_record(logging.WARNING, "mine"))
+    assert len(told) == 1
+    left = WarningRing()
+    for text in ("a", "b", "c"):
+        left.handle(_record(logging.ERROR, text))
+    older = list(left.entries())  # c, b, a
+    ring.adopt(older)
+    assert [e.message for e in ring.entries()] == ["mine", "c", "b"]
+
+
+def test_progress_tells_its_watchers_of_every_change() -> None:
+    progress = Progress("off", None, FakeClock())
+    told: list[int] = []
+    progress.watch(lambda: told.append(1))
+    bar = progress.start("example.com/a@v1.0.0")
+    bar.set(10)
+    bar.add(5)
+    bar.close()
+    assert len(told) == 4
 
 
 def test_progress_snapshot_reads_each_bar_without_changing_it() -> None:
@@ -288,8 +412,9 @@ def test_upstream_table_shows_health_as_not_available_until_a_source_gives_it() 
 
 
 def test_checksum_report_counts_verifications_and_says_when_verification_is_off() -> None:
-    m = Metrics()
-    m.verifications.inc(3, result="ok")
+    m, w2 = two_workers()
+    m.verifications.inc(2, result="ok")
+    w2.verifications.inc(result="ok")  # another worker's count is the server's too
     m.verifications.inc(result="failure")
     on = ChecksumReport("sum.golang.org", ["sum.golang.org"], m, lambda: 4242)()
     assert on == ChecksumStatus(True, "sum.golang.org", 4242, 3, 1, 0, ("sum.golang.org",))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 
 import pytest
 
-from goproxy.errors import UpstreamError
-from goproxy.health import Health
+from goproxy.errors import ProxyError, UpstreamError
+from goproxy.health import LATENCY_WINDOW, Health, Report
 from goproxy.metrics import Metrics
 from goproxy.net.http import Response, Timeouts, Transport
 from goproxy.upstream import PROBE_PATH, InvalidAnswer, Upstream, UpstreamDown, Upstreams
@@ -125,3 +126,72 @@ def test_an_html_answer_is_refused_before_the_consumer_sees_it(servers: list[Raw
     assert seen == []
     assert len(portal.requests) == 1  # not retried
     assert not health.is_down(portal.url)  # it answered: a block page is not an outage
+
+
+# What the front page shows of each upstream.
+
+
+def test_report_keeps_the_last_success_the_last_error_masked_and_a_window_of_latencies() -> None:
+    clock = FakeClock(5000.0)
+    health = Health(Metrics(), clock)
+    health.register("https://a", lambda: True)
+    assert health.report()["https://a"] == Report("up", None, "", None, ())
+    for i in range(LATENCY_WINDOW + 5):
+        health.finished("https://a", float(i))
+    clock.advance(10)
+    health.finished("https://a", None, "GET https://bob:hunter2@mirror/x: connection\n  refused")
+    r = health.report()["https://a"]
+    assert (r.state, r.last_success, r.last_error_at) == ("up", 5000.0, 5010.0)
+    assert r.last_error == "GET https://bob:***@mirror/x: connection refused"
+    assert r.latencies == tuple(float(i) for i in range(5, LATENCY_WINDOW + 5))
+    assert r.median_latency == (5 + LATENCY_WINDOW + 4) / 2
+    health.finished("https://unknown", 1.0)  # not tracked: ignored
+    assert list(health.report()) == ["https://a"]
+
+
+@pytest.mark.parametrize("answer,error", [
+    (OK, ""),
+    (response(404, b"no such module"), ""),
+    (response(503, b"overloaded"), "503"),
+    (response(403, b"forbidden"), "403"),
+], ids=["served", "not-found", "server-error", "refused"])
+def test_each_try_reports_its_time_to_headers_and_how_it_ended(servers: list[RawServer], clock: FakeClock,
+                                                               answer: bytes, error: str) -> None:
+    up = server(servers, answer)
+    ups, health = make([up.url], clock, attempts=1)
+    with contextlib.suppress(ProxyError):  # a failure or a not-found: what matters is the report
+        ups.fetch("/example.com/m/@v/list", read)
+    r = health.report()[up.url]
+    assert len(r.latencies) == 1
+    assert 0 < r.latencies[0] < 5
+    if error:
+        assert error in r.last_error
+        assert (r.last_success, r.last_error_at) == (None, clock())
+    else:
+        assert (r.last_success, r.last_error, r.last_error_at) == (clock(), "", None)
+
+
+def test_a_try_without_an_answer_is_an_error_without_a_latency(servers: list[RawServer], clock: FakeClock) -> None:
+    silent = server(servers, None)
+    ups, health = make([silent.url], clock, attempts=1)
+    with pytest.raises(UpstreamError):
+        ups.fetch("/p", read)
+    r = health.report()[silent.url]
+    assert r.latencies == ()
+    assert "timed out" in r.last_error
+    assert r.state == "down"
+
+
+def test_watchers_hear_of_every_try_and_every_change_of_state(clock: FakeClock) -> None:
+    health = Health(Metrics(), clock, no_answer_limit=1, spawn=lambda fn: None)
+    health.register("https://a", lambda: True)
+    told: list[int] = []
+    health.watch(lambda: told.append(1))
+    health.finished("https://a", 0.1)
+    assert len(told) == 1
+    health.no_answer("https://a", "timed out")  # down
+    assert len(told) == 2
+    health.answered("https://a")  # up again
+    assert len(told) == 3
+    health.answered("https://a")  # no change
+    assert len(told) == 3

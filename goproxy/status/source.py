@@ -10,7 +10,7 @@ from ..metrics import Metrics
 from ..progress import Transfer
 from .cachecount import CacheCounter
 from .model import CacheStatus, ChecksumStatus, Counters, LogEntry, Minute, Status, UpstreamStatus
-from .traffic import read_upstream_counts
+from .traffic import read_upstream_counts, read_verifications
 
 
 class UpstreamHealth(Protocol):
@@ -38,7 +38,8 @@ class UpstreamHealth(Protocol):
 
 
 class UpstreamTable:
-    """Give one UpstreamStatus per configured upstream: traffic from metrics, health from health().
+    """Give one UpstreamStatus per configured upstream: the whole server's traffic from metrics,
+    health from health().
 
     upstreams are (name, route) pairs: route "" for the public list, else the private route's
     module pattern. health maps upstream names to their health; without it (or for a name it
@@ -68,7 +69,7 @@ class UpstreamTable:
 
 
 class ChecksumReport:
-    """Give the checksum database's ChecksumStatus: verification counts from metrics.
+    """Give the checksum database's ChecksumStatus: the whole server's verification counts from metrics.
 
     name "" means verification is off. tree_size gives the size of the newest verified tree
     (None while none is verified); without it the size is not available.
@@ -83,10 +84,10 @@ class ChecksumReport:
 
     def __call__(self) -> ChecksumStatus:
         """Return the state now."""
-        v = self.metrics.verifications
+        v = read_verifications(self.metrics)
         size = self.tree_size() if self.tree_size is not None and self.name else None
-        return ChecksumStatus(bool(self.name), self.name, size, int(v.get(result="ok")),
-                              int(v.get(result="failure")), int(v.get(result="unavailable")), self.proxied)
+        return ChecksumStatus(bool(self.name), self.name, size, v.get("ok", 0), v.get("failure", 0),
+                              v.get("unavailable", 0), self.proxied)
 
 
 class CacheReport:

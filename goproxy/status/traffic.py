@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import collections
 import logging
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ..metrics import Metrics
 from .model import Counters, Minute
@@ -20,31 +21,87 @@ SAMPLE_INTERVAL = 60.0
 HISTORY_POINTS = 60
 
 
+# One sample line of the Prometheus text format: name, {labels} (optional), value.
+_SAMPLE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+_UNESCAPE = re.compile(r"\\(.)")
+# The families the page reads.
+FAMILIES = frozenset({"goproxy_requests_total", "goproxy_cache_requests_total", "goproxy_served_bytes_total",
+                      "goproxy_fetched_bytes_total", "goproxy_upstream_requests_total",
+                      "goproxy_upstream_errors_total", "goproxy_checksum_verifications_total"})
+
+Totals = dict[str, list[tuple[dict[str, str], float]]]
+
+
+def read_totals(metrics: Metrics, families: frozenset[str] = FAMILIES) -> Totals:
+    """Return the whole server's samples of families, by family name: every process's counts
+    summed, as /metrics shows them (read from its rendering, so every merge rule holds)."""
+    found: Totals = {name: [] for name in families}
+    for line in metrics.render().decode().splitlines():
+        if line.startswith("#") or line.partition("{")[0].partition(" ")[0] not in families:
+            continue
+        m = _SAMPLE.fullmatch(line)
+        if m is None:
+            continue
+        labels = {k: _UNESCAPE.sub(lambda e: "\n" if e.group(1) == "n" else e.group(1), v)
+                  for k, v in _LABEL.findall(m.group(2) or "")}
+        found[m.group(1)].append((labels, float(m.group(3))))
+    return found
+
+
+def _sum(samples: list[tuple[dict[str, str], float]], **labels: str) -> int:
+    return int(sum(v for have, v in samples if all(have.get(k) == want for k, want in labels.items())))
+
+
 def read_counters(metrics: Metrics) -> Counters:
-    """Return the traffic counted in metrics so far (admin endpoints not counted as requests)."""
-    requests = sum(v for labels, v in metrics.requests.samples() if dict(labels)["endpoint"] not in ADMIN_ENDPOINTS)
+    """Return the traffic the whole server counted so far (admin endpoints not counted as requests)."""
+    t = read_totals(metrics)
+    requests = sum(v for labels, v in t["goproxy_requests_total"] if labels.get("endpoint") not in ADMIN_ENDPOINTS)
+    cache = t["goproxy_cache_requests_total"]
     return Counters(
         requests=int(requests),
-        hits=int(metrics.cache.get(result="hit")),
-        misses=int(metrics.cache.get(result="miss")),
-        stale=int(metrics.cache.get(result="stale")),
-        bytes_served=int(metrics.bytes_served.get()),
-        bytes_fetched=int(metrics.bytes_fetched.get()),
-        upstream_requests=int(sum(v for _, v in metrics.upstream_requests.samples())),
-        upstream_errors=int(sum(v for _, v in metrics.upstream_errors.samples())),
+        hits=_sum(cache, result="hit"),
+        misses=_sum(cache, result="miss"),
+        stale=_sum(cache, result="stale"),
+        bytes_served=_sum(t["goproxy_served_bytes_total"]),
+        bytes_fetched=_sum(t["goproxy_fetched_bytes_total"]),
+        upstream_requests=_sum(t["goproxy_upstream_requests_total"]),
+        upstream_errors=_sum(t["goproxy_upstream_errors_total"]),
     )
 
 
 def read_upstream_counts(metrics: Metrics) -> dict[str, tuple[int, int]]:
-    """Return each upstream's (requests, errors) counted in metrics, by upstream name."""
+    """Return each upstream's (requests, errors) the whole server counted, by upstream name."""
+    t = read_totals(metrics, frozenset({"goproxy_upstream_requests_total", "goproxy_upstream_errors_total"}))
     counts: dict[str, tuple[int, int]] = {}
-    for labels, v in metrics.upstream_requests.samples():
-        name = dict(labels)["upstream"]
-        counts[name] = (counts.get(name, (0, 0))[0] + int(v), counts.get(name, (0, 0))[1])
-    for labels, v in metrics.upstream_errors.samples():
-        name = dict(labels)["upstream"]
-        counts[name] = (counts.get(name, (0, 0))[0], counts.get(name, (0, 0))[1] + int(v))
+    for labels, v in t["goproxy_upstream_requests_total"]:
+        requests, errors = counts.get(labels["upstream"], (0, 0))
+        counts[labels["upstream"]] = (requests + int(v), errors)
+    for labels, v in t["goproxy_upstream_errors_total"]:
+        requests, errors = counts.get(labels["upstream"], (0, 0))
+        counts[labels["upstream"]] = (requests, errors + int(v))
     return counts
+
+
+def read_verifications(metrics: Metrics) -> dict[str, int]:
+    """Return the whole server's checksum verifications by result ("ok", "failure", "unavailable")."""
+    t = read_totals(metrics, frozenset({"goproxy_checksum_verifications_total"}))
+    return {labels["result"]: int(v) for labels, v in t["goproxy_checksum_verifications_total"]}
+
+
+def merge_minutes(*histories: Sequence[Minute], interval: float = SAMPLE_INTERVAL,
+                  points: int = HISTORY_POINTS) -> tuple[Minute, ...]:
+    """Return one history from several processes' (each sampling the whole server's totals): one
+    point per interval, the one that counted most where they differ (a process that started
+    within that interval saw only part of it); the last points of them, oldest first."""
+    best: dict[int, Minute] = {}
+    for history in histories:
+        for m in history:
+            key = round(m.end / interval)
+            have = best.get(key)
+            if have is None or (m.requests, m.lookups) > (have.requests, have.lookups):
+                best[key] = m
+    return tuple(best[k] for k in sorted(best))[-points:]
 
 
 class History:
@@ -52,14 +109,17 @@ class History:
 
     read gives the running totals; each sample() stores the difference since the one before.
     start() takes the first reading and samples at every whole interval of clock in a daemon
-    thread; stop() ends it. Nothing here runs per request.
+    thread; stop() ends it. Nothing here runs per request. on_sample, when given, is called
+    after each point is stored.
     """
 
     def __init__(self, read: Callable[[], Counters], clock: Callable[[], float] = time.time,
-                 interval: float = SAMPLE_INTERVAL, points: int = HISTORY_POINTS) -> None:
+                 interval: float = SAMPLE_INTERVAL, points: int = HISTORY_POINTS,
+                 on_sample: Callable[[], None] | None = None) -> None:
         self.read = read
         self.clock = clock
         self.interval = interval
+        self.on_sample = on_sample
         self._minutes: collections.deque[Minute] = collections.deque(maxlen=points)
         self._last: Counters | None = None
         self._lock = threading.Lock()
@@ -78,6 +138,8 @@ class History:
                 return
             d = totals.since(last)
             self._minutes.append(Minute(now, d.requests, d.hits, d.lookups, d.hit_ratio))
+        if self.on_sample is not None:
+            self.on_sample()
 
     def minutes(self) -> tuple[Minute, ...]:
         """Return the stored points, oldest first."""

@@ -170,6 +170,15 @@ class Report:
         return sum(r.size for r in self.removed)
 
 
+def next_pass_at(now: float, interval: float) -> float:
+    """Return when the pass after now of a cleanup running every interval seconds is due.
+
+    Passes run at whole multiples of interval since the Unix epoch (every day at 00:00 UTC for
+    24h), so any process knowing the interval knows when the next one is, whoever runs it.
+    """
+    return (now // interval + 1) * interval
+
+
 def _sort_key(key: str) -> tuple[int, str]:
     return _DELETE_ORDER.get(key.rpartition(".")[2], 3), key
 
@@ -199,6 +208,7 @@ class Cleaner:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._interval: float | None = None  # while the thread runs
 
     def run(self, dry_run: bool = False) -> Report:
         """run makes one pass (one at a time per Cleaner) and returns what it did.
@@ -298,11 +308,18 @@ class Cleaner:
         return complete
 
     def start(self, interval: float) -> Cleaner:
-        """start runs a pass now and then every interval seconds in a daemon thread; returns self."""
+        """start runs a pass now and then at each whole multiple of interval seconds (by clock;
+        see next_pass_at) in a daemon thread; returns self."""
+        self._interval = interval
         self._thread = threading.Thread(target=self._loop, args=(interval,), name="goproxy-cleanup",
                                         daemon=True)
         self._thread.start()
         return self
+
+    def next_pass(self) -> float | None:
+        """Return when the next pass of the cleanup thread is due (clock's time), None without one."""
+        interval = self._interval
+        return None if interval is None else next_pass_at(self.clock(), interval)
 
     def _loop(self, interval: float) -> None:
         while not self._stop.is_set():
@@ -313,7 +330,12 @@ class Cleaner:
             else:
                 log_report(report, dry_run=False)
             log.debug("cache cleanup: pass finished")
-            self._stop.wait(interval)
+            now = self.clock()
+            due = next_pass_at(now, interval)
+            while now < due:  # the clock decides, not the timer: a wait may end a little early
+                if self._stop.wait(due - now):
+                    return
+                now = self.clock()
 
     def stop(self) -> None:
         """stop ends the cleanup thread (a pass under way stops removing) and waits for it."""
@@ -321,6 +343,7 @@ class Cleaner:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        self._interval = None
 
 
 def log_report(report: Report, dry_run: bool) -> None:
@@ -349,7 +372,8 @@ class Housekeeping:
         self.interval = interval
 
     def start(self) -> None:
-        """Start the flush threads and the cleanup threads (a pass now, then every interval)."""
+        """Start the flush threads and the cleanup threads (a pass now, then at each whole multiple
+        of interval)."""
         for store in self.stores:
             store.start()
         for c in self.cleaners:

@@ -170,6 +170,7 @@ class SumDB:
         self._lock = threading.Lock()
         self._latest: tlog.Tree | None = None
         self._state_key = verified_tree_key(db.name)
+        self._stored: tuple[str, int | None] = ("", None)  # the kept head's Stat token and its tree size
 
     def _fetch(self, path: str) -> bytes:
         """Return the database's answer for path ("lookup/...", "tile/..."); raises ProxyError."""
@@ -262,6 +263,24 @@ class SumDB:
         security.error("SECURITY: %s", message)
         self.metrics.verifications.inc(result="failure")
         return ChecksumError(f"SECURITY ERROR: {message}")
+
+    def verified_tree_size(self) -> int | None:
+        """Return the size of the newest verified tree: this process's, or the one kept in storage
+        (verified by any process or replica) when that is newer; None while there is none.
+
+        Costs one stat of the kept head; it is read and its signature checked only when it changed.
+        """
+        with self._lock:
+            latest = self._latest.n if self._latest is not None else None
+        st = self.cache.stat(self._state_key)
+        token, size = self._stored
+        if st is not None and st.token != token:
+            found = self.newest()
+            size = found[0].n if found is not None else None
+            self._stored = (st.token, size)
+        if st is None or size is None:
+            return latest
+        return size if latest is None else max(size, latest)
 
     # Lookups.
 
