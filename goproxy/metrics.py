@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import operator
 import threading
 from collections.abc import Callable, Iterator, Sequence
 
@@ -35,19 +36,23 @@ def _format_value(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else repr(float(v))
 
 
+# How a gauge's values from several processes combine.
+_MERGES: dict[str, Callable[[float, float], float]] = {"sum": operator.add, "max": max, "min": min}
+
+
 class Metric:
     """One named family of samples keyed by label values; safe for many threads.
 
     Values live in this process's slot of the shared region, so every process's are seen by
     a render in any of them. merge says how a gauge's values from several processes combine:
-    "sum" (default) or "max"; counters and histograms always sum, and keep counting across a
-    worker's restart.
+    "sum" (default), "max" or "min"; counters and histograms always sum, and keep counting
+    across a worker's restart.
     """
 
     def __init__(self, name: str, help: str, kind: str, labels: tuple[str, ...], slot: Slot,
                  merge: str = "sum") -> None:
-        if merge not in ("sum", "max"):
-            raise ValueError(f"{name}: merge must be sum or max, not {merge!r}")
+        if merge not in _MERGES:
+            raise ValueError(f"{name}: merge must be sum, max or min, not {merge!r}")
         self.name, self.help, self.kind, self.label_names, self.merge = name, help, kind, labels, merge
         self._slot = slot
         self._offsets: dict[tuple[str, ...], int] = {}
@@ -179,7 +184,7 @@ class Metrics:
                                           "Checksum database verifications by result.", ("result",))
         self.upstream_up = self.gauge("goproxy_upstream_up",
                                       "Whether each upstream is up (1) or marked down and skipped (0).",
-                                      ("upstream",))
+                                      ("upstream",), merge="min")
         self.upstream_skipped = self.counter("goproxy_upstream_skipped_total",
                                              "Requests not sent to an upstream because it was down.", ("upstream",))
         self.upstream_refused = self.counter("goproxy_upstream_refused_total",
@@ -194,7 +199,7 @@ class Metrics:
         return self._register(Metric(name, help, "counter", labels, self.slot))
 
     def gauge(self, name: str, help: str, labels: tuple[str, ...] = (), merge: str = "sum") -> Metric:
-        """Make and register a gauge family; merge ("sum" or "max") combines the processes' values.
+        """Make and register a gauge family; merge ("sum", "max" or "min") combines the processes' values.
 
         A gauge left by a process that ended counts no more, and a process taking over its slot
         starts the gauge from 0.
@@ -233,12 +238,7 @@ class Metrics:
             suffix, _, text = rest.partition("\0")
             values = totals[family]
             old = values.get((suffix, text))
-            if old is None:
-                values[(suffix, text)] = value
-            elif metric.merge == "max":
-                values[(suffix, text)] = max(old, value)
-            else:
-                values[(suffix, text)] = old + value
+            values[(suffix, text)] = value if old is None else _MERGES[metric.merge](old, value)
         lines: list[str] = []
         for m in self._families:
             lines.append(f"# HELP {m.name} {m.help}")

@@ -73,3 +73,15 @@ def test_metrics_sum_every_process_and_counters_survive_a_restart() -> None:
     successor.requests.inc(1, endpoint="mod", status="200")
     wait_for(lambda: 'status="200"} 8\n' in mine.render().decode())
     assert "goproxy_downloads_in_flight 0\n" in mine.render().decode()
+
+
+def test_an_upstream_is_up_for_the_server_only_while_every_process_has_it_up() -> None:
+    region = Region(3)
+    slot = region.claim()
+    assert slot is not None
+    mine, theirs = Metrics(region, 0), Metrics(region, slot)
+    mine.upstream_up.set(1, upstream="https://a")
+    theirs.upstream_up.set(1, upstream="https://a")
+    assert 'goproxy_upstream_up{upstream="https://a"} 1\n' in mine.render().decode()
+    theirs.upstream_up.set(0, upstream="https://a")  # one worker found it down
+    assert 'goproxy_upstream_up{upstream="https://a"} 0\n' in mine.render().decode()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -134,3 +137,37 @@ def test_kill_9_between_flushes_leaves_a_database_that_opens_cleanly(procs: list
     p.proc.send_signal(signal.SIGTERM)
     assert p.proc.wait(15) == 0
     assert ("example.com/k11", "v1.0.0") in rows(db)
+
+
+def test_a_process_forked_while_the_database_is_busy_can_write_to_it(tmp_path: Path) -> None:
+    store = UsageStore(str(tmp_path))
+    stop = threading.Event()
+
+    def churn() -> None:  # a parent's flush thread, writing all the time
+        i = 0
+        while not stop.is_set():
+            i += 1
+            store.record(f"m{i % 50}/@v/v1.0.{i}.zip")
+            store.flush()
+
+    writer = threading.Thread(target=churn, daemon=True)
+    writer.start()
+    wait_for(lambda: len(store.last_used()) > 10)
+    try:
+        for _ in range(3):
+            pid = os.fork()
+            if pid == 0:  # a worker: its own connection must not wait on the parent's locks
+                started = time.monotonic()
+                try:
+                    child = UsageStore(str(tmp_path))
+                    child.record("x/@v/v1.0.0.zip")
+                    child.flush()
+                    os._exit(0 if time.monotonic() - started < 2 else 3)
+                except BaseException:
+                    os._exit(1)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        stop.set()
+        writer.join(10)
+        store.close()

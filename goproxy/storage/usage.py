@@ -10,6 +10,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 
 log = logging.getLogger(__name__)
@@ -185,7 +186,14 @@ class UsageStore(Usage):
             raise sqlite3.ProgrammingError(f"usage database {self.path} is closed")
         if self._db is None:
             self._db = self._open()
+            _CONNECTED.add(self)
         return self._db
+
+    def _drop_connection(self) -> None:
+        """Close the connection (the next use opens a new one); call with _db_lock held."""
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     def _open(self) -> sqlite3.Connection:
         """_open connects and creates the schema; a file that is not a database is moved aside."""
@@ -262,9 +270,31 @@ class UsageStore(Usage):
         """Close the database."""
         with self._db_lock:
             self._closed = True
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+            self._drop_connection()
+
+
+# Usage stores with an open connection in this process. A connection must not cross a fork:
+# sqlite's record of the locks this process holds would go with it, and the child's own
+# connections would wait on them until "database is locked". So before a fork every one is
+# closed (waiting for a write under way), and reopened on its next use.
+_CONNECTED: weakref.WeakSet[UsageStore] = weakref.WeakSet()
+_FORKING: list[UsageStore] = []
+
+
+def _before_fork() -> None:
+    for store in list(_CONNECTED):
+        store._db_lock.acquire()
+        _FORKING.append(store)
+        store._drop_connection()
+
+
+def _after_fork() -> None:
+    while _FORKING:
+        _FORKING.pop()._db_lock.release()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork)
 
 
 class UsageForwarder:
