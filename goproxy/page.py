@@ -127,8 +127,8 @@ def _overall(status: Status) -> tuple[str, str]:
     return "serving", "ok"
 
 
-def _usage(status: Status, address: str) -> str:
-    url = f"http://{address}"
+def _usage(status: Status, address: str, scheme: str) -> str:
+    url = f"{scheme}://{address}"
     patterns = [u.route for u in status.upstreams if u.route]
     private = ",".join(patterns) if patterns else EXAMPLE_PATTERN
     sumdb = status.checksum.proxied
@@ -261,8 +261,8 @@ def _warnings(warnings: tuple[LogEntry, ...], now: float) -> str:
     return f'<section id="warnings"><h2>Last warnings and errors</h2>{body}</section>'
 
 
-def render(status: Status, address: str) -> bytes:
-    """Return the page for status, telling the go command to use http://address.
+def render(status: Status, address: str, scheme: str = "http") -> bytes:
+    """Return the page for status, telling the go command to use scheme://address.
 
     address is shown as given (escaped): pass it through proxy_address first. The markup is
     well-formed XML as well as HTML; it reloads itself every REFRESH seconds.
@@ -282,7 +282,7 @@ def render(status: Status, address: str) -> bytes:
 <header><h1>goproxy</h1><span class="muted">a caching Go module proxy · {e(status.version)}</span>
 <span class="badge {cls}">{e(text)}</span></header>
 <div class="grid">
-{_usage(status, address)}
+{_usage(status, address, scheme)}
 {_health(status)}
 {_cache(status.cache, status.now)}
 {_traffic(status.traffic, status)}

@@ -298,3 +298,9 @@ def test_no_log_line_carries_the_secret(make_proxy: Callable[..., ProxyServer], 
     wait_for(lambda: sum(bool(re.search(r"GET \S+ (200|401) ", r.getMessage())) for r in caplog.records) == 4)
     encoded = basic("ci", SECRET).split()[1]
     assert not [r for r in caplog.records if SECRET in r.getMessage() or encoded in r.getMessage()]
+
+
+def test_the_front_page_of_a_tls_proxy_gives_an_https_goproxy_line(tls_proxy: ProxyServer, certs: Certs) -> None:
+    status, _, body = https(tls_proxy, certs, "/", headers={"Host": "goproxy.internal:8443"})
+    assert status == 200
+    assert b"export GOPROXY=https://goproxy.internal:8443,direct" in body

@@ -91,9 +91,11 @@ def build_status(config: Config, app: App, progress: Progress, clock: Clock = ti
 def status_routes(source: StatusSource, config: Config) -> dict[str, Route]:
     """Return the routes of the front page (/) and /status.json.
 
-    The page names the proxy by the request's Host header, else by config's address.
+    The page names the proxy by the request's Host header, else by config's address, with https
+    when the proxy serves TLS.
     """
     host = config.host if config.host not in ("", "0.0.0.0", "::") else "localhost"
     fallback = f"[{host}]:{config.port}" if ":" in host else f"{host}:{config.port}"
-    return {"/": lambda h: (PAGE_TYPE, render(source.collect(), proxy_address(h, fallback))),
+    scheme = "https" if config.tls_cert else "http"
+    return {"/": lambda h: (PAGE_TYPE, render(source.collect(), proxy_address(h, fallback), scheme)),
             "/status.json": lambda h: ("application/json", to_json(source.collect()))}
