@@ -70,6 +70,26 @@ class Responder:
 
     def answer(self, req: Request, stopping: bool) -> Answer:
         """Return the answer to req; never raises. stopping closes the connection after it."""
+        answer = self._answer(req, stopping, False)
+        assert answer is not None
+        return answer
+
+    def answer_now(self, req: Request, stopping: bool) -> Answer | None:
+        """Return the answer to req when it is at hand, else None: answer() gives it, perhaps waiting.
+
+        At hand: a hit held in memory (Service.serve_kept), or an error found before anything
+        is looked up. Never waits on disk, locks or upstreams (the server's loop calls it);
+        never raises.
+        """
+        return self._answer(req, stopping, True)
+
+    def _answer(self, req: Request, stopping: bool, now_only: bool) -> Answer | None:
+        """Return the answer to req; with now_only, None as soon as giving it could wait.
+
+        Both answer() and answer_now() come here, so a check every request passes (before
+        routing) applies to both; with now_only such a check must not wait either (one that
+        would, say to hash a credential, returns None and a handler thread answers).
+        """
         started = time.monotonic()
         method, target = req.method, req.target
         head = method == "HEAD"
@@ -84,6 +104,8 @@ class Responder:
             path = target.partition("?")[0]
             route = self.extra_routes.get(path)
             if route is not None:
+                if now_only:
+                    return None
                 endpoint = path.strip("/") or "page"
                 ctype, body = route(req.header("host"))
                 return self._bytes(200, ctype, body, "no-store", extra, keep, req, endpoint, started)
@@ -92,7 +114,13 @@ class Responder:
                 return self._bytes(200, _TEXT, b"ok\n", "no-store", extra, keep, req, endpoint, started)
             parsed = self._parse(path)
             endpoint = parsed.kind if isinstance(parsed, Artifact) else "sumdb"
-            reply = self.service.serve(parsed)
+            if now_only:
+                kept = self.service.serve_kept(parsed)
+                if kept is None:
+                    return None
+                reply = kept
+            else:
+                reply = self.service.serve(parsed)
         except ProxyError as exc:
             return self._error(exc, extra, keep, req, endpoint, started)
         except Exception:

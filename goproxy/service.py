@@ -98,6 +98,9 @@ class Service:
         # Fetches run on threads of their own, reused: starting a thread per fetch cost about a
         # third of a loopback miss's time in the thread waiting for it.
         self._fetchers = Spawner("goproxy-fetch")
+        # A storage that keeps small immutable artifacts in memory (DiskStorage) offers
+        # open_kept(key): such a hit is answered without waiting on anything.
+        self._open_kept: Callable[[str], Blob | None] | None = getattr(storage, "open_kept", None)
 
     def serve(self, req: Artifact | SumdbRequest) -> Reply:
         """serve returns the reply for a parsed request; raises a ProxyError subclass on failure."""
@@ -120,6 +123,22 @@ class Service:
         if req.immutable:
             return self._serve_immutable(req, upstream_path, deadline)
         return self._serve_mutable(req, upstream_path, deadline)
+
+    def serve_kept(self, req: Artifact | SumdbRequest) -> Reply | None:
+        """Return the reply for req when it is an immutable module artifact held in memory, else None.
+
+        Never waits (no disk, lock or upstream), so the server's loop may call it; None means
+        only serve() can answer req. A reply here is the one serve() would give, its use recorded.
+        """
+        kept = self._open_kept
+        if kept is None or not isinstance(req, Artifact) or not req.immutable:
+            return None
+        blob = kept(req.key)
+        if blob is None:
+            return None
+        if self.on_use is not None:
+            self.on_use(req.key)
+        return Reply(req.content_type, IMMUTABLE_CACHE_CONTROL, blob, "hit")
 
     def health(self) -> tuple[bool, str]:
         """Return (healthy, one-line text) for /health: degraded while an upstream is down.
