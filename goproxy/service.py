@@ -387,7 +387,9 @@ class Service:
         raise AssertionError("unreachable")
 
     def _fetch_locked(self, req: Artifact | SumdbRequest, upstream_path: str, refresh: bool, fence: Fence) -> bool:
-        log.info("[CACHE %s] %s", "REFRESH" if refresh else "MISS", req.key)
+        # debug: the fetch's outcome is logged at info ("fetched", or why not) and the request's
+        # access line says [CACHE MISS]; a record costs a wake-up of the log writer thread.
+        log.debug("[CACHE %s] %s", "REFRESH" if refresh else "MISS", req.key)
         started = time.monotonic()
         zip_artifact = isinstance(req, Artifact) and req.kind == "zip"
         try:
