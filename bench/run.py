@@ -191,6 +191,26 @@ def server_peak_rss_mb(p: Proc) -> float:
     return total
 
 
+def server_cpu_seconds(p: Proc) -> float:
+    """Return the CPU time (user and system) the proxy's parent and workers have used so far."""
+    pids = [p.proc.pid] + [int(x) for x in re.findall(r"started \(pid (\d+)\)", p.text())]
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def wrk_cores(p: Proc, url: str, connections: int, script: Path) -> tuple[tuple[float, float, float, float], float]:
+    """Run wrk (5 s) against p; return wrk's figures and the cores p used meanwhile (CPU s per s)."""
+    cpu, started = server_cpu_seconds(p), time.monotonic()
+    figures = wrk(url, connections, script=script)
+    return figures, (server_cpu_seconds(p) - cpu) / (time.monotonic() - started)
+
+
 def start_proxy(cache: Path, upstream: str, log: Path, *extra: str) -> tuple[Proc, str]:
     env = {"PATH": os.environ["PATH"]}
     p = Proc(["-host", "127.0.0.1", "-port", "0", "-cache", str(cache), "-upstream", upstream, *extra], env=env)
@@ -283,8 +303,9 @@ def main() -> int:
                      f"{seq_ng[0]:.0f} req/s.")
         lat = []
         hits64 = (0.0, 0.0, 0.0, 0.0)
+        cores = 0.0
         for conns in (16, 64):
-            ours = wrk(url, conns, script=script)
+            ours, cores = wrk_cores(p, url, conns, script)
             theirs = wrk(nginx.url, conns, script=script)
             lat.append((conns, ours))
             ratio = ours[0] / theirs[0]
@@ -298,8 +319,10 @@ def main() -> int:
         rss_small = server_peak_rss_mb(p)
         one, one_url = start_proxy(cache, upstream.url, work / "one.log", "-workers", "1")
         procs.append(one)
-        single = wrk(one_url, 64, script=script)
+        single, single_cores = wrk_cores(one, one_url, 64, script)
         one.stop()
+        notes.append(f"Cores used by the proxy during the 64-connection hit runs: {cores:.2f} with a worker per CPU, "
+                     f"{single_cores:.2f} with `-workers 1` (this machine has {os.cpu_count()}, shared with wrk).")
         ratio = hits64[0] / single[0]
         rows.append(Row(".info/.mod hits, 64 connections (req/s) vs `-workers 1`", f"{hits64[0]:.0f}",
                         f"{single[0]:.0f}", ratio, "≥ 3×", ratio >= 3))
