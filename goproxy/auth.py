@@ -245,9 +245,7 @@ class Credentials:
         if parsed is None:
             return None
         name, secret = parsed
-        # Keyed BLAKE2b is a MAC (RFC 7693) at a third of HMAC-SHA256's cost for short inputs.
-        mac = hashlib.blake2b(f"{name}:{secret}".encode("utf-8", "surrogatepass"), key=self._key,
-                              digest_size=32).digest()
+        mac = self._mac(name, secret)
         known = self._verified.get(name)
         if known is not None and hmac.compare_digest(known, mac):
             return name
@@ -258,6 +256,26 @@ class Credentials:
         # Concurrent first requests with the same credentials share one PBKDF2 run.
         ok, _ = self._flights.do(mac.hex(), lambda: self._verify(name, secret, mac))
         return name if ok else None
+
+    def remembered(self, authorization: str | None) -> str | bool | None:
+        """Answer at once what check() would, or False when only PBKDF2 could tell.
+
+        Returns the name for a remembered success, None for a missing or malformed value (which
+        check() refuses without hashing too), False otherwise. Never runs PBKDF2.
+        """
+        parsed = parse_authorization(authorization)
+        if parsed is None:
+            return None
+        name, secret = parsed
+        known = self._verified.get(name)
+        if known is not None and hmac.compare_digest(known, self._mac(name, secret)):
+            return name
+        return False
+
+    def _mac(self, name: str, secret: str) -> bytes:
+        # Keyed BLAKE2b is a MAC (RFC 7693) at a third of HMAC-SHA256's cost for short inputs.
+        return hashlib.blake2b(f"{name}:{secret}".encode("utf-8", "surrogatepass"), key=self._key,
+                               digest_size=32).digest()
 
     def _verify(self, name: str, secret: str, mac: bytes) -> bool:
         known = self._hashes.get(name)

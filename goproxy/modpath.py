@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import urllib.parse
 from dataclasses import dataclass
+from functools import cached_property
 
 from .errors import BadRequest, NotFound
 
@@ -333,7 +334,9 @@ class Artifact:
         """Return the version in case-escaped form ("" for list and latest)."""
         return _escape(self.version)
 
-    @property
+    # key and immutable are asked several times per request and cost a regular expression or
+    # two each; an Artifact is immutable, so each is computed once (parsed requests are reused).
+    @cached_property
     def key(self) -> str:
         """Return the relative cache path: the escaped URL path without its leading slash."""
         if self.kind == "list":
@@ -342,7 +345,7 @@ class Artifact:
             return f"{self.escaped_module}/@latest"
         return f"{self.escaped_module}/@v/{self.escaped_version}.{self.kind}"
 
-    @property
+    @cached_property
     def immutable(self) -> bool:
         """Report whether this is .info/.mod/.zip of a canonical version, cached forever."""
         return self.kind in ("info", "mod", "zip") and is_canonical(self.version)

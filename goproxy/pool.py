@@ -1,4 +1,5 @@
-"""The handler pool: a bounded set of threads for requests whose head has arrived, few runnable at once."""
+"""Thread pools of one process: the bounded handler pool for requests whose head has arrived (few
+runnable at once), and the spawner that runs each fetch at once on a reused thread."""
 
 from __future__ import annotations
 
@@ -145,3 +146,76 @@ class HandlerPool:
                 task()
             except Exception:
                 log.exception("unhandled error in a handler thread")
+
+
+class Spawner:
+    """Run each task at once on a thread of its own, reusing threads that earlier tasks left idle.
+
+    Starting a thread costs a round trip between the starter and the new thread (threading's
+    start() waits for it to run); waking an idle one costs a lock release. Nothing ever waits
+    for a thread, so a task may wait on another task without deadlock. At most keep threads
+    stay idle; one idle for idle seconds ends. A task must handle its own errors; one that
+    raises is logged with its traceback.
+    """
+
+    def __init__(self, name: str, keep: int = 16, idle: float = 60.0) -> None:
+        self.name = name
+        self.keep = keep
+        self.idle = idle
+        self._lock = threading.Lock()
+        self._idle: list[_Parked] = []  # a stack: the last to fall idle is woken first
+        self._count = 0
+
+    def submit(self, task: Task) -> None:
+        """Run task now, on an idle thread or a new one."""
+        with self._lock:
+            if self._idle:
+                parked = self._idle.pop()
+                parked.task = task
+                parked.wake.release()
+                return
+            self._count += 1
+            n = self._count
+        threading.Thread(target=self._run, args=(task,), name=f"{self.name}-{n}", daemon=True).start()
+
+    @property
+    def idle_threads(self) -> int:
+        """The number of threads waiting for a task."""
+        return len(self._idle)
+
+    def _run(self, task: Task) -> None:
+        parked = _Parked()
+        while True:
+            try:
+                task()
+            except Exception:
+                log.exception("unhandled error in %s", threading.current_thread().name)
+            task = _nothing  # hold no reference to the finished task while idle
+            with self._lock:
+                if len(self._idle) >= self.keep:
+                    return
+                parked.task = None
+                self._idle.append(parked)
+            if not parked.wake.acquire(timeout=self.idle):
+                with self._lock:
+                    if parked in self._idle:  # else submit() took it just now and releases wake
+                        self._idle.remove(parked)
+                        return
+                parked.wake.acquire()
+            assert parked.task is not None
+            task = parked.task
+
+
+def _nothing() -> None:
+    pass
+
+
+class _Parked:
+    """An idle Spawner thread: the lock it waits on and the task it is handed."""
+
+    __slots__ = ("wake", "task")
+
+    def __init__(self) -> None:
+        self.wake = threading.Lock()
+        self.wake.acquire()
+        self.task: Task | None = None

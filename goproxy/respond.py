@@ -79,6 +79,26 @@ class Responder:
 
         stopping closes the connection after it.
         """
+        answer = self._answer(req, stopping, False, client)
+        assert answer is not None
+        return answer
+
+    def answer_now(self, req: Request, stopping: bool, client: str = "-") -> Answer | None:
+        """Return the answer to req when it is at hand, else None: answer() gives it, perhaps waiting.
+
+        At hand: a hit held in memory (Service.serve_kept), or an error found before anything
+        is looked up. Never waits on disk, locks, upstreams or a credential's hash (the
+        server's loop calls it); never raises.
+        """
+        return self._answer(req, stopping, True, client)
+
+    def _answer(self, req: Request, stopping: bool, now_only: bool, client: str) -> Answer | None:
+        """Return the answer to req; with now_only, None as soon as giving it could wait.
+
+        Both answer() and answer_now() come here, so the credential check (before routing)
+        applies to both; with now_only a credential that is not remembered returns None, so a
+        handler thread hashes it.
+        """
         started = time.monotonic()
         method, target = req.method, req.target
         head = method == "HEAD"
@@ -93,11 +113,15 @@ class Responder:
             path = target.partition("?")[0]
             control = self.control
             if control.auth is not None and control.needs_credential(path):
+                if now_only and control.auth.current().remembered(req.header("authorization")) is False:
+                    return None  # telling needs a hash: a handler thread does it
                 refused = self._authenticate(control, req, client, extra, keep, started)
                 if refused is not None:
                     return refused
             route = self.extra_routes.get(path)
             if route is not None:
+                if now_only:
+                    return None
                 endpoint = path.strip("/") or "page"
                 ctype, body = route(req.header("host"))
                 return self._bytes(200, ctype, body, "no-store", extra, keep, req, endpoint, started)
@@ -106,7 +130,13 @@ class Responder:
                 return self._bytes(200, _TEXT, b"ok\n", "no-store", extra, keep, req, endpoint, started)
             parsed = self._parse(path)
             endpoint = parsed.kind if isinstance(parsed, Artifact) else "sumdb"
-            reply = self.service.serve(parsed)
+            if now_only:
+                kept = self.service.serve_kept(parsed)
+                if kept is None:
+                    return None
+                reply = kept
+            else:
+                reply = self.service.serve(parsed)
         except ProxyError as exc:
             return self._error(exc, extra, keep, req, endpoint, started)
         except Exception:

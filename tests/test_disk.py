@@ -84,3 +84,22 @@ def test_keys_that_leave_the_root_are_refused(tmp_path: Path) -> None:
     for key in ("../x", "/etc/passwd", "a/../../x", "", "a\\b"):
         with pytest.raises(Exception, match="invalid cache key|escapes"):
             s.path(key)
+
+
+def test_open_kept_answers_from_memory_only_and_never_after_a_deletion_elsewhere(tmp_path: Path) -> None:
+    s = DiskStorage(str(tmp_path))
+    key = "example.com/a/@v/v1.0.0.mod"
+    s.write(key, b"module example.com/a\n")
+    assert s.open_kept(key) is None  # on disk, not read yet: only open() reads it
+    assert body(s, key) == b"module example.com/a\n"
+    kept = s.open_kept(key)
+    assert kept is not None
+    assert kept.read() == b"module example.com/a\n"
+    other = DiskStorage(str(tmp_path))  # another process sharing the cache (cache gc, a worker)
+    assert other.delete("example.com/b/@v/v1.0.0.mod") is False  # deleting nothing changes nothing
+    assert s.open_kept(key) is not None
+    other.write("example.com/b/@v/v1.0.0.mod", b"b")
+    assert other.delete("example.com/b/@v/v1.0.0.mod")
+    assert s.open_kept(key) is None  # a deletion anywhere: the copy is checked on disk by open() first
+    assert body(s, key) == b"module example.com/a\n"
+    assert s.open_kept(key) is not None

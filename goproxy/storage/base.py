@@ -98,6 +98,14 @@ class Storage(abc.ABC):
         small ones from memory.
         """
 
+    def open_kept(self, key: str) -> Blob | None:
+        """Return the immutable artifact under key when it is held in memory, else None.
+
+        Never waits on disk or network (the server's loop answers such a hit itself). None by
+        default: a store that keeps nothing in memory leaves every request to open().
+        """
+        return None
+
     @abc.abstractmethod
     def stat(self, key: str) -> Stat | None:
         """Return what the store knows of key, or None when absent."""

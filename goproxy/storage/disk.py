@@ -109,6 +109,17 @@ class DiskStorage(Storage):
                         self._memo_bytes -= len(self._memo.pop(next(iter(self._memo)))[0])
         return Blob(len(body), st.st_mtime, body=body)
 
+    def open_kept(self, key: str) -> Blob | None:
+        """Return the immutable artifact under key when open() keeps it in memory, else None.
+
+        Never touches the disk, so it never waits: the server's loop answers such a hit itself.
+        A copy read before any process's last deletion from the cache is not returned.
+        """
+        kept = self._memo.get(key)
+        if kept is None or kept[1] != self.generation():
+            return None
+        return Blob(len(kept[0]), 0.0, body=kept[0])
+
     def _forget(self, key: str) -> None:
         with self._memo_lock:
             kept = self._memo.pop(key, None)

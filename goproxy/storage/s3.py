@@ -162,6 +162,10 @@ class S3Storage(Storage):
         tee = _Tee(resp["Body"], size, self, key, mtime)
         return Blob(size, mtime, file=cast(BinaryIO, tee), sendfile=False)
 
+    def open_kept(self, key: str) -> Blob | None:
+        """Return the local tier's copy of key when it keeps it in memory, else None."""
+        return self.local.open_kept(key)
+
     def stat(self, key: str) -> Stat | None:
         """Return the object's Stat (token: its ETag), or None when absent.
 
