@@ -20,6 +20,7 @@ from ..upstream import Consume, Upstreams
 from . import tlog
 from .db import GoSumDB
 from .note import NoteError, Verifier, open_note
+from .tiles import Tile, TileHashReader, parse_tile_path
 
 log = logging.getLogger(__name__)
 security = logging.getLogger("goproxy.security")
@@ -53,7 +54,7 @@ def check_answer(path: str, data: bytes) -> None:
         _, _, note = tlog.parse_record(data)
         tlog.parse_tree(note.decode("utf-8", "replace"))
     elif path.startswith("tile/"):
-        tile = tlog.parse_tile_path(path)
+        tile = parse_tile_path(path)
         if tile.l >= 0 and len(data) != 32 * tile.w:
             raise tlog.TlogError(f"a tile of {tile.w} hashes is {32 * tile.w} bytes, not {len(data)}")
         if tile.l < 0 and not data:
@@ -182,16 +183,16 @@ class SumDB:
         """Return the database's answer for path ("lookup/...", "tile/..."); raises ProxyError."""
         return self.sources.fetch(path, _read)
 
-    def fetch_tile(self, tile: tlog.Tile) -> bytes:
+    def fetch_tile(self, tile: Tile) -> bytes:
         """Return tile's data (not yet authenticated), from the cache when the full tile is there.
 
         Raises ProxyError when the database cannot serve it.
         """
         return self._tile(tile)
 
-    def _tile(self, tile: tlog.Tile) -> bytes:
+    def _tile(self, tile: Tile) -> bytes:
         """Return a tile's data, from the cache when a full tile is there."""
-        full = tlog.Tile(tile.h, tile.l, tile.n, 1 << tile.h)
+        full = Tile(tile.h, tile.l, tile.n, 1 << tile.h)
         cached = self.cache.read(f"sumdb/{self.db.name}/{full.path()}")
         if cached is not None and len(cached) == 32 * full.w:
             return cached[: 32 * tile.w]
@@ -203,15 +204,15 @@ class SumDB:
             # The partial tile is gone once the tile is complete: read the full one.
             return self._fetch(full.path())[: 32 * tile.w]
 
-    def _store_tiles(self, tiles: list[tlog.Tile], data: list[bytes]) -> None:
+    def _store_tiles(self, tiles: list[Tile], data: list[bytes]) -> None:
         for tile, d in zip(tiles, data):
             if tile.w == 1 << tile.h:
                 key = f"sumdb/{self.db.name}/{tile.path()}"
                 if self.cache.stat(key) is None:
                     self.cache.write(key, d)
 
-    def _reader(self, tree: tlog.Tree) -> tlog.TileHashReader:
-        return tlog.TileHashReader(tree, TILE_HEIGHT, self._tile, self._store_tiles)
+    def _reader(self, tree: tlog.Tree) -> TileHashReader:
+        return TileHashReader(tree, TILE_HEIGHT, self._tile, self._store_tiles)
 
     # Trees: signed heads, consistency with the newest verified one.
 
