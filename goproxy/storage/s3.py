@@ -1,5 +1,7 @@
-"""Artifacts in an S3-compatible bucket shared by replicas, with a local disk tier in front:
-hits from local files, misses streamed from the bucket while the local copy is written."""
+"""Artifacts in an S3-compatible bucket shared by replicas, with a local disk tier in front.
+
+Hits come from local files; misses stream from the bucket while the local copy is written.
+"""
 
 from __future__ import annotations
 
@@ -56,10 +58,11 @@ def split_storage_url(url: str) -> tuple[str, str]:
 
 def make_client(endpoint: str, region: str, proxies: Mapping[str, str], ca_file: str,
                 max_connections: int = 64) -> Any:
-    """Return a boto3 S3 client: endpoint ("" for AWS), region ("" for the standard lookup),
-    outbound proxies ({"http": url, "https": url}, or empty) and ca_file ("" for the system's).
+    """Return a boto3 S3 client for endpoint, region, outbound proxies and ca_file.
 
-    Credentials come the standard AWS way (environment, shared files, roles). Raises
+    endpoint is "" for AWS, region "" for the standard lookup, proxies {"http": url, "https":
+    url} or empty, and ca_file "" for the system's CAs; max_connections sizes the connection
+    pool. Credentials come the standard AWS way (environment, shared files, roles). Raises
     StartupError when boto3 is not installed or the region cannot be found.
     """
     try:
@@ -243,8 +246,11 @@ class S3Storage(Storage):
 
     def _upload(self, path: str, key: str, mtime: float | None, fence: Fence | None,
                 exclusive: bool) -> float | None:
-        """Upload the complete file path as key; return its mtime stamp, or None when exclusive
-        and key exists already. Nothing appears under key unless the whole file was sent."""
+        """Upload the complete file path as key; return its mtime stamp.
+
+        Returns None when exclusive and key exists already. Nothing appears under key unless
+        the whole file was sent.
+        """
         name = self._name(key)
         stamp = mtime if mtime is not None else os.path.getmtime(path)
         extra: dict[str, Any] = {"Metadata": {"mtime": repr(stamp)}}
@@ -284,8 +290,11 @@ class S3Storage(Storage):
             raise
 
     def swap(self, key: str, data: bytes, expect: Stat | None) -> bool:
-        """Put data under key only while its ETag is expect's (If-Match), or while absent
-        (If-None-Match: *) when expect is None; True if replaced. Never kept locally."""
+        """Put data under key only while it is still expect; return True if replaced.
+
+        The condition is key's ETag being expect's (If-Match), or key being absent
+        (If-None-Match: *) when expect is None. Never kept locally.
+        """
         cond = {"IfNoneMatch": "*"} if expect is None else {"IfMatch": expect.token}
         try:
             self.client.put_object(Bucket=self.bucket, Key=self._name(key), Body=data, **cond)
@@ -308,8 +317,11 @@ class S3Storage(Storage):
     # Removing and listing.
 
     def delete(self, key: str, expect: Stat | None = None) -> bool:
-        """Remove key from the bucket (only while its ETag is expect's, when given) and its local
-        copy; True if the bucket held it. Raises StoreUnavailable when the bucket cannot be reached."""
+        """Remove key from the bucket and its local copy; return True if the bucket held it.
+
+        With expect, only while key's ETag is expect's. Raises StoreUnavailable when the bucket
+        cannot be reached.
+        """
         name = self._name(key)
         now = self._head(key)
         if now is None or (expect is not None and now.token != expect.token):
@@ -355,8 +367,10 @@ def _mtime(resp: Mapping[str, Any]) -> float:
 
 
 class _Tee(io.RawIOBase):
-    """A bucket object's body read by the reply and written to a local temp file as it goes;
-    when closed after every byte has passed, the temp file becomes the local tier's copy."""
+    """A bucket object's body read by the reply and written to a local temp file as it goes.
+
+    When closed after every byte has passed, the temp file becomes the local tier's copy.
+    """
 
     def __init__(self, body: Any, size: int, owner: S3Storage, key: str, mtime: float) -> None:
         super().__init__()
