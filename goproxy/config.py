@@ -15,7 +15,7 @@ from .net.dns import parse_dns_server
 from .net.proxy import parse_no_proxy, parse_proxy_url
 from .patterns import compile_pattern
 from .rules import Rules, parse_rules
-from .storage.s3 import parse_storage_url
+from .storage.bucket import parse_storage_url
 from .sumdb.db import GoSumDB, parse_gosumdb
 from .values import (
     OFF,

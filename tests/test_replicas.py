@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from goproxy.server import ProxyServer
-from goproxy.storage.s3 import split_storage_url
+from goproxy.storage.bucket import split_storage_url
 from goproxy.sumdb.db import parse_gosumdb
 from tests.support.gotestproxy import SUMDB_KEY, SUMDB_NAME, GoTestProxy, download
 from tests.support.helpers import get, wait_for

@@ -18,8 +18,9 @@ from goproxy.config import Config
 from goproxy.errors import StartupError
 from goproxy.server import ProxyServer
 from goproxy.storage.base import LeaseLost, Storage
+from goproxy.storage.bucket import make_client, parse_storage_url, split_storage_url
 from goproxy.storage.disk import DiskStorage
-from goproxy.storage.s3 import S3Storage, make_client, parse_storage_url, split_storage_url
+from goproxy.storage.s3 import S3Storage
 from tests.support import daemons
 from tests.support.helpers import ROOT, get
 from tests.support.seaweed import Seaweed

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 import pytest
 
 from goproxy.sumdb import note, tlog
-from goproxy.sumdb.tlog import Tile, TileHashReader, TlogError, Tree
+from goproxy.sumdb.tiles import Tile, TileHashReader, hash_from_tile, parse_tile_path, read_tile_data, tile_for_index
+from goproxy.sumdb.tlog import TlogError, Tree
 from tests.support.gotestproxy import GoTestProxy
 
 
@@ -37,7 +38,7 @@ class Log:
         return Tree(n, tlog.tree_hash(n, self.read))
 
     def tile(self, tile: Tile) -> bytes:
-        return tlog.read_tile_data(tile, self.read)
+        return read_tile_data(tile, self.read)
 
 
 # Independent oracles: RFC 6962 section 2.1 definitions, written recursively over leaf hashes.
@@ -231,7 +232,7 @@ TILE_PATHS = [
 @pytest.mark.parametrize(("tile", "path"), TILE_PATHS, ids=[p for _, p in TILE_PATHS])
 def test_tile_path_round_trips(tile: Tile, path: str) -> None:
     assert tile.path() == path
-    assert tlog.parse_tile_path(path) == tile
+    assert parse_tile_path(path) == tile
 
 
 @pytest.mark.parametrize("path", [
@@ -243,30 +244,30 @@ def test_tile_path_round_trips(tile: Tile, path: str) -> None:
 ])
 def test_parse_tile_path_rejects_non_canonical_paths(path: str) -> None:
     with pytest.raises(TlogError, match="malformed tile path"):
-        tlog.parse_tile_path(path)
+        parse_tile_path(path)
 
 
 @pytest.mark.parametrize("height", [1, 2, 3, 8])
 def test_hash_from_tile_finds_every_stored_hash(height: int) -> None:
     log = Log(40)
     for index in range(len(log.hashes)):
-        tile = tlog.tile_for_index(height, index)
-        assert tlog.hash_from_tile(tile, log.tile(tile), index) == log.hashes[index]
+        tile = tile_for_index(height, index)
+        assert hash_from_tile(tile, log.tile(tile), index) == log.hashes[index]
         full = Tile(tile.h, tile.l, tile.n, 1 << tile.h)
         if len(log.hashes) > tlog.stored_hash_index(full.l * full.h, ((full.n + 1) << full.h) - 1):
-            assert tlog.hash_from_tile(full, log.tile(full), index) == log.hashes[index]
+            assert hash_from_tile(full, log.tile(full), index) == log.hashes[index]
 
 
 def test_hash_from_tile_rejects_wrong_tile_and_short_data() -> None:
     log = Log(16)
-    tile = tlog.tile_for_index(2, 9)
+    tile = tile_for_index(2, 9)
     with pytest.raises(TlogError, match="too short"):
-        tlog.hash_from_tile(tile, log.tile(tile)[:-1], 9)
+        hash_from_tile(tile, log.tile(tile)[:-1], 9)
     other = Tile(2, 0, tile.n + 1, 4)
     with pytest.raises(TlogError, match="is in"):
-        tlog.hash_from_tile(other, log.tile(other), 9)
+        hash_from_tile(other, log.tile(other), 9)
     with pytest.raises(TlogError, match="invalid tile"):
-        tlog.hash_from_tile(Tile(2, 0, 0, 5), b"\x00" * 5 * 32, 0)
+        hash_from_tile(Tile(2, 0, 0, 5), b"\x00" * 5 * 32, 0)
 
 
 class TileServer:
@@ -317,7 +318,7 @@ def test_tile_reader_never_returns_a_corrupted_hash() -> None:
         assert reader.read_hashes([target]) == [log.hashes[target]]
         tiles = list(server.fetched)
         for path in tiles:
-            for slot in range(tlog.parse_tile_path(path).w):
+            for slot in range(parse_tile_path(path).w):
                 server.corrupt = (path, slot)
                 try:
                     got = reader.read_hashes([target])

@@ -22,6 +22,7 @@ from ..storage.base import Storage, storage_error
 from ..sumdb import dirhash, tlog
 from ..sumdb.client import TILE_HEIGHT, verified_tree_key
 from ..sumdb.note import NoteError, Verifier, open_note
+from ..sumdb.tiles import parse_tile_path
 from ..validate import InvalidContent, check_gomod, check_info, check_list, check_zip
 from .manifest import MAX_SIZE, NAME, BundleError, Manifest, ModuleEntry, load
 from .proofs import MissingTile, Tiles, lookup_data, record_hashes
@@ -57,7 +58,7 @@ def _kind(name: str, db: str) -> tuple[str, Artifact | SumdbRequest]:
         if req.path.startswith("lookup/"):
             return "record", req
         if req.path.startswith("tile/"):
-            tile = tlog.parse_tile_path(req.path)
+            tile = parse_tile_path(req.path)
             if tile.h == TILE_HEIGHT and tile.l >= 0:
                 return "tile", req
     if isinstance(req, Artifact) and req.key == name and (req.kind == "list" or req.immutable):
@@ -356,7 +357,7 @@ class Importer:
         if name not in tiles.verified:
             req = self._kinds[name][1]
             assert isinstance(req, SumdbRequest)
-            tile = tlog.parse_tile_path(req.path)
+            tile = parse_tile_path(req.path)
             index = tlog.stored_hash_index(tile.l * tile.h, (tile.n << tile.h) + tile.w - 1)
             try:
                 if index < tlog.stored_hash_index(0, tree.n):

@@ -23,8 +23,8 @@ from ..modpath import (
 )
 from ..net.http import Response, Transport
 from ..storage.base import PARTIAL_SUFFIXES, Storage
-from ..sumdb import tlog
 from ..sumdb.client import verified_tree_key
+from ..sumdb.tiles import Tile, parse_tile_path
 from ..upstream import Consume, T, Upstream, Upstreams
 
 log = logging.getLogger(__name__)
@@ -154,8 +154,8 @@ class OfflineUpstreams(Upstreams):
         if data is not None:
             return data
         if req.path.startswith("tile/"):
-            tile = tlog.parse_tile_path(req.path)
-            full = tlog.Tile(tile.h, tile.l, tile.n, 1 << tile.h)
+            tile = parse_tile_path(req.path)
+            full = Tile(tile.h, tile.l, tile.n, 1 << tile.h)
             data = self.storage.read(f"sumdb/{req.name}/{full.path()}")
             if data is not None and len(data) == 32 * full.w:
                 return data[:32 * tile.w]

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from ..storage.base import Storage
 from ..sumdb import tlog
 from ..sumdb.client import TILE_HEIGHT
+from ..sumdb.tiles import Tile, TileHashReader
 
 
 class MissingTile(tlog.TlogError):
@@ -25,7 +26,7 @@ class Tiles:
     """
 
     def __init__(self, db_name: str, storage: Storage, extra: Callable[[str], bytes | None] = lambda key: None,
-                 fetch: Callable[[tlog.Tile], bytes] | None = None) -> None:
+                 fetch: Callable[[Tile], bytes] | None = None) -> None:
         self.db_name = db_name
         self.storage = storage
         self.extra = extra
@@ -33,17 +34,17 @@ class Tiles:
         self.verified: dict[str, bytes] = {}
         self._memo: dict[str, bytes] = {}
 
-    def key(self, tile: tlog.Tile) -> str:
+    def key(self, tile: Tile) -> str:
         """Return the cache key (and bundle member name) of tile."""
         return f"sumdb/{self.db_name}/{tile.path()}"
 
-    def get(self, tile: tlog.Tile) -> bytes:
+    def get(self, tile: Tile) -> bytes:
         """Return tile's data, not yet authenticated; raise MissingTile when nothing has it."""
         key = self.key(tile)
         data = self._memo.get(key)
         if data is not None:
             return data
-        full = tlog.Tile(tile.h, tile.l, tile.n, 1 << tile.h)
+        full = Tile(tile.h, tile.l, tile.n, 1 << tile.h)
         for k, width in ((key, tile.w), (self.key(full), full.w)):
             for source in (self.extra, self.storage.read):
                 found = source(k)
@@ -55,11 +56,11 @@ class Tiles:
         self._memo[key] = self.fetch(tile)
         return self._memo[key]
 
-    def reader(self, tree: tlog.Tree) -> tlog.TileHashReader:
+    def reader(self, tree: tlog.Tree) -> TileHashReader:
         """Return a hash reader of tree over these tiles, recording the tiles it authenticates."""
-        return tlog.TileHashReader(tree, TILE_HEIGHT, self.get, self._verified)
+        return TileHashReader(tree, TILE_HEIGHT, self.get, self._verified)
 
-    def _verified(self, tiles: list[tlog.Tile], data: list[bytes]) -> None:
+    def _verified(self, tiles: list[Tile], data: list[bytes]) -> None:
         for tile, d in zip(tiles, data):
             self.verified[self.key(tile)] = d
 

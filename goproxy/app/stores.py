@@ -18,9 +18,10 @@ from ..metrics import Metrics
 from ..net.dial import mask_url
 from ..net.proxy import NoProxy, parse_proxy_url
 from ..storage.base import Storage
+from ..storage.bucket import make_client, split_storage_url
 from ..storage.cleanup import Cleaner
 from ..storage.disk import DiskStorage
-from ..storage.s3 import S3Storage, make_client, split_storage_url
+from ..storage.s3 import S3Storage
 from ..storage.usage import DB_NAME, Usage, UsageStore
 
 log = logging.getLogger("goproxy.app")

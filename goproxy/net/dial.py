@@ -1,5 +1,8 @@
-"""Opening connections, and the small helpers every outbound path shares: IP literals, error
-descriptions, Basic credentials and URLs with their passwords masked."""
+"""Connection opening, and the small helpers every outbound path shares.
+
+The helpers: IP literals, error descriptions, Basic credentials and URLs with their passwords
+masked.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""Custom DNS (-dns): UDP/TCP, DNS-over-TLS, DNS-over-HTTPS (RFC 8484 and JSON), DNS-over-QUIC, a TTL cache.
+"""Custom DNS (-dns): UDP/TCP, DNS over TLS, HTTPS and QUIC, and a TTL cache.
 
-The wire protocols use dnspython (DoQ also needs aioquic), imported only when a query is
-made; DoH's JSON format needs neither.
+DNS over HTTPS speaks RFC 8484 and JSON. The wire protocols use dnspython (DoQ also needs
+aioquic), imported only when a query is made; DoH's JSON format needs neither.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ DEFAULT_PORTS = {"udp": 53, "tcp": 53, "tls": 853, "https": 443, "quic": 853}
 
 @dataclass(frozen=True)
 class DNSServer:
-    """DNSServer is a parsed -dns value: how and where to ask; url is the DoH URL for https."""
+    """A parsed -dns value: how and where to ask; url is the DoH URL for https."""
 
     scheme: str
     host: str
@@ -43,9 +43,12 @@ class DNSServer:
 
 
 def parse_dns_server(text: str) -> DNSServer:
-    """parse_dns_server reads IP[:port], udp://IP[:port], tcp://IP[:port], tls://host[:port],
+    """Parse a -dns value into a DNSServer.
+
+    Accepts IP[:port], udp://IP[:port], tcp://IP[:port], tls://host[:port],
     https://host[:port]/path or quic://host[:port]. Raises ValueError saying what is wrong, and
-    what to install when the scheme needs a package that is missing."""
+    what to install when the scheme needs a package that is missing.
+    """
     raw = text.strip()
     scheme, sep, rest = raw.partition("://")
     scheme = scheme.lower() if sep else "udp"
@@ -89,7 +92,7 @@ def _split_host_port(raw: str, text: str) -> tuple[str, int | None]:
 
 
 def _require(scheme: str) -> None:
-    """_require raises ValueError naming the package a scheme needs when it is missing."""
+    """Raise ValueError naming the package a scheme needs when it is missing."""
     if scheme == "https":
         return  # the JSON format needs nothing; RFC 8484 wire format is skipped without dnspython
     try:
@@ -125,11 +128,11 @@ def _have_dnspython() -> bool:
 
 
 class ResolveError(OSError):
-    """ResolveError is a failed lookup; its message names the host and the DNS server."""
+    """A failed lookup; its message names the host and the DNS server."""
 
 
 class Resolver:
-    """Resolver looks host names up on one DNS server and caches answers for their TTL.
+    """A resolver that looks host names up on one DNS server and caches answers for their TTL.
 
     cafile replaces the system CAs for DoT, DoH and DoQ certificates (checked against the
     server's host name or IP as written in the spec); connect opens DoH connections (through
@@ -158,8 +161,11 @@ class Resolver:
         self.doh_format: str | None = None if _have_dnspython() else "json"
 
     def resolve(self, host: str) -> list[str]:
-        """resolve returns host's IPv4 then IPv6 addresses (an IP literal as it is), from the
-        cache while the answer's TTL lasts. Raises ResolveError naming host and DNS server."""
+        """Return host's IPv4 then IPv6 addresses (an IP literal as it is).
+
+        Answers come from the cache while the answer's TTL lasts. Raises ResolveError naming
+        host and DNS server.
+        """
         ip = is_ip(host.strip("[]"))
         if ip is not None:
             return [ip]
@@ -176,7 +182,7 @@ class Resolver:
         return list(addresses)
 
     def _lookup(self, name: str) -> tuple[list[str], float]:
-        """_lookup asks for A and AAAA at once; either one answering is enough."""
+        """Ask for A and AAAA at once; either one answering is enough."""
         results: dict[str, tuple[list[str], float] | BaseException] = {}
 
         def ask(rdtype: str) -> None:
@@ -211,8 +217,10 @@ class Resolver:
         raise ResolveError(f"resolving {name} via {self.server}: no A or AAAA records")
 
     def _query(self, name: str, rdtype: str) -> tuple[list[str], float]:
-        """_query asks for name's rdtype records, asking again for the target of a CNAME the
-        server left unfollowed; returns the addresses and the smallest TTL on the way."""
+        """Ask for name's rdtype records, asking again for the target of an unfollowed CNAME.
+
+        Returns the addresses and the smallest TTL on the way.
+        """
         ttls: list[float] = []
         for _ in range(MAX_CNAMES):
             addresses, ttl, target = self._ask(name, rdtype)
@@ -231,7 +239,7 @@ class Resolver:
         return _addresses(self._exchange(q), q, name, rdtype)
 
     def _exchange(self, q: Any) -> Any:
-        """_exchange sends query q over UDP (TCP when truncated), TCP, TLS or QUIC."""
+        """Send query q over UDP (TCP when truncated), TCP, TLS or QUIC."""
         import dns.query
 
         s = self.server
@@ -257,7 +265,7 @@ class Resolver:
         raise last
 
     def _server_addresses(self) -> list[str]:
-        """_server_addresses are the DNS server's IPs: as written, else from the system resolver."""
+        """Return the DNS server's IPs: as written, else from the system resolver."""
         host = self.server.host
         if is_ip(host):
             return [host]
@@ -282,7 +290,7 @@ class Resolver:
             raise ValueError(f"not a DNS answer: {exc}") from None
 
     def _doh_detect(self, name: str, rdtype: str) -> Answer:
-        """_doh_detect asks in wire format, then in JSON, and keeps the format that worked."""
+        """Ask in wire format, then in JSON, and keep the format that worked."""
         try:
             result = self._doh_wire(name, rdtype)
         except NotThisFormat as exc:
@@ -312,9 +320,11 @@ class Resolver:
 
 
 def _addresses(msg: Any, q: Any, name: str, rdtype: str) -> Answer:
-    """_addresses reads rdtype records for name from answer msg, following CNAMEs in it.
+    """Read rdtype records for name from answer msg, following CNAMEs in it.
+
     Raises NoSuchHost for NXDOMAIN, ValueError for another error code or an answer to some
-    other question."""
+    other question.
+    """
     import dns.name
     import dns.rcode
     import dns.rdataclass
@@ -343,7 +353,7 @@ def _addresses(msg: Any, q: Any, name: str, rdtype: str) -> Answer:
 
 
 def _quic_eof() -> tuple[type[BaseException], ...]:
-    """_quic_eof is dnspython's exception for a QUIC connection closed under a query."""
+    """Return dnspython's exception for a QUIC connection closed under a query (() without it)."""
     try:
         from dns.quic._common import UnexpectedEOF
     except ImportError:
@@ -352,7 +362,7 @@ def _quic_eof() -> tuple[type[BaseException], ...]:
 
 
 def _errors() -> tuple[type[BaseException], ...]:
-    """_errors are the exceptions a failed query raises: network, protocol and dnspython's."""
+    """Return the exceptions a failed query raises: network, protocol and dnspython's."""
     kinds: tuple[type[BaseException], ...] = (OSError, EOFError, ValueError)
     try:
         import dns.exception

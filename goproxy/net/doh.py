@@ -1,5 +1,8 @@
-"""DNS over HTTPS: RFC 8484 wire-format and JSON (application/dns-json) queries, each a GET on
-its own connection, over HTTP/2 when the server picks it (h2.py), else HTTP/1.1."""
+"""DNS over HTTPS: RFC 8484 wire-format and JSON (application/dns-json) queries.
+
+Each query is a GET on its own connection, over HTTP/2 when the server picks it (h2.py), else
+HTTP/1.1.
+"""
 
 from __future__ import annotations
 
@@ -31,15 +34,15 @@ Answer = tuple[list[str], float, Optional[str]]
 
 
 class NoSuchHost(Exception):
-    """NoSuchHost: the server answered NXDOMAIN."""
+    """The server answered NXDOMAIN."""
 
 
 class NotThisFormat(Exception):
-    """NotThisFormat: the server did not answer in the format asked for."""
+    """The server did not answer in the format asked for."""
 
 
 class DoH:
-    """DoH asks one DoH server (url) over connections that connect opens and tls secures.
+    """A client of one DoH server (url), over connections that connect opens and tls secures.
 
     tls should offer ALPN h2 and http/1.1; timeout bounds each query.
     """
@@ -54,10 +57,11 @@ class DoH:
         return get(url, {"Accept": accept, "User-Agent": "goproxy"}, self.connect, self.tls, self.timeout)
 
     def wire(self, query: bytes) -> bytes:
-        """wire sends an RFC 8484 query (its ID should be 0) and returns the answer's bytes.
+        """Send an RFC 8484 query (its ID should be 0) and return the answer's bytes.
 
         Raises NotThisFormat when the server answers with anything but application/dns-message,
-        OSError and ValueError as get does."""
+        OSError and ValueError as get does.
+        """
         param = base64.urlsafe_b64encode(query).rstrip(b"=").decode()
         reply = self._get({"dns": param}, "application/dns-message")
         if reply.status != 200:
@@ -67,9 +71,11 @@ class DoH:
         return reply.body
 
     def json(self, name: str, rdtype: str) -> Answer:
-        """json asks for name's rdtype ("A" or "AAAA") records in the JSON format, following
-        CNAMEs in the answer. Raises NotThisFormat when the answer is not DNS JSON,
-        NoSuchHost for NXDOMAIN, ValueError for another error code or a bad record."""
+        """Ask for name's rdtype ("A" or "AAAA") records in the JSON format.
+
+        CNAMEs in the answer are followed. Raises NotThisFormat when the answer is not DNS JSON,
+        NoSuchHost for NXDOMAIN, ValueError for another error code or a bad record.
+        """
         reply = self._get({"name": name, "type": rdtype}, "application/dns-json")
         if reply.status != 200:
             raise NotThisFormat(f"HTTP status {reply.status or 'other than 200'}")
@@ -107,7 +113,7 @@ def _fqdn(name: str) -> str:
 
 @dataclass(frozen=True)
 class Reply:
-    """Reply is a DoH server's answer.
+    """A DoH server's answer.
 
     status is 0 when an HTTP/2 server sent a Huffman-coded status this client does not
     decode (never for 200, which HPACK always sends as a static table index); content_type
@@ -120,8 +126,10 @@ class Reply:
 
 
 def get(url: str, headers: Mapping[str, str], connect: Connector, tls: ssl.SSLContext, timeout: float) -> Reply:
-    """get sends GET url on a new connection opened by connect and secured by tls (whose ALPN
-    list should offer h2 and http/1.1); timeout bounds the whole exchange.
+    """Send GET url on a new connection and return the server's reply.
+
+    The connection is opened by connect and secured by tls (whose ALPN list should offer h2
+    and http/1.1); timeout bounds the whole exchange.
 
     Raises OSError for network and TLS failures, ValueError for a malformed answer.
     """

@@ -1,5 +1,8 @@
-"""The part of HTTP/2 (RFC 9113) and HPACK (RFC 7541) one GET needs, for DoH servers that speak
-nothing else (unbound, Knot Resolver): http.client has no HTTP/2."""
+"""The part of HTTP/2 (RFC 9113) and HPACK (RFC 7541) one GET needs.
+
+It serves DoH servers that speak nothing else (unbound, Knot Resolver): http.client has no
+HTTP/2.
+"""
 
 from __future__ import annotations
 
@@ -27,8 +30,9 @@ def _frame(ftype: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
 
 def get(sock: socket.socket, authority: str, path: str, headers: Mapping[str, str], deadline: float,
         limit: int) -> tuple[int, str, bytes]:
-    """get sends GET https://authority/path on sock, a TLS socket that negotiated h2, as stream 1
-    and returns (status, content type, body) once the stream ends.
+    """Send GET https://authority/path on sock as stream 1; return (status, content type, body).
+
+    sock is a TLS socket that negotiated h2; the result comes once the stream ends.
 
     status is 0 when the server sent a Huffman-coded status, which this client does not decode
     (never for 200: HPACK sends that as a static table index); content type is "" when unknown
@@ -106,7 +110,7 @@ def _unpad(flags: int, payload: bytes, headers: bool) -> bytes:
 # HPACK.
 
 def _int(value: int, prefix: int, flags: int = 0) -> bytes:
-    """_int encodes an HPACK integer with a prefix-bit first byte (RFC 7541 section 5.1)."""
+    """Encode an HPACK integer with a prefix-bit first byte (RFC 7541 section 5.1)."""
     limit = (1 << prefix) - 1
     if value < limit:
         return bytes([flags | value])
@@ -125,7 +129,7 @@ def _string(text: str) -> bytes:
 
 
 def _literal(name: str, value: str) -> bytes:
-    """_literal is a header field "without indexing", by static name index when there is one."""
+    """Encode a header field "without indexing", by static name index when there is one."""
     index = _NAME_INDEX.get(name)
     if index is not None:
         return _int(index, 4) + _string(value)
@@ -151,7 +155,7 @@ def _read_int(data: bytes, pos: int, prefix: int) -> tuple[int, int]:
 
 
 def _read_string(data: bytes, pos: int) -> tuple[str | None, int]:
-    """_read_string returns a string literal, or None for a Huffman-coded one (not decoded)."""
+    """Return a string literal and the position after it; None for a Huffman-coded one (not decoded)."""
     huffman = bool(data[pos] & 0x80)
     length, pos = _read_int(data, pos, 7)
     if pos + length > len(data):
@@ -161,9 +165,11 @@ def _read_string(data: bytes, pos: int) -> tuple[str | None, int]:
 
 
 def _read_status(block: bytes) -> tuple[int, str]:
-    """_read_status decodes a response header block far enough to find :status and
-    content-type. One response per connection means the dynamic table never fills, so no
-    entry is ever evicted and sizes need not be tracked."""
+    """Decode a response header block far enough to find :status and content-type.
+
+    One response per connection means the dynamic table never fills, so no entry is ever
+    evicted and sizes need not be tracked.
+    """
     table: list[tuple[str | None, str | None]] = []  # dynamic table, newest first
 
     def entry(index: int) -> tuple[str | None, str | None]:

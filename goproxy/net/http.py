@@ -26,7 +26,7 @@ _MAX_REDIRECTS = 5
 
 @dataclass(frozen=True)
 class Timeouts:
-    """Timeouts bounds each phase of an upstream request, in seconds."""
+    """The bounds on each phase of an upstream request, in seconds."""
 
     connect: float = 5.0
     tls: float = 5.0
@@ -35,7 +35,7 @@ class Timeouts:
 
 
 class Response:
-    """Response is an upstream answer whose body is read in pieces; release or close it when done."""
+    """An upstream answer whose body is read in pieces; release or close it when done."""
 
     def __init__(self, pool: Transport, key: tuple[str, str, int], conn: _Conn,
                  resp: http.client.HTTPResponse, url: str, deadline: float) -> None:
@@ -50,11 +50,14 @@ class Response:
         self.bytes_read = 0  # body bytes read so far
 
     def header(self, name: str, default: str = "") -> str:
-        """header returns one response header's value, or default."""
+        """Return one response header's value, or default."""
         return self.headers.get(name, default)
 
     def read(self, n: int = 1 << 16) -> bytes:
-        """read returns up to n body bytes, b"" at the end; raises TransientError on timeout or reset."""
+        """Return up to n body bytes, b"" at the end.
+
+        Raises TransientError on timeout or reset.
+        """
         if self._done:
             return b""
         if time.monotonic() > self._deadline:
@@ -75,7 +78,10 @@ class Response:
         return data
 
     def read_all(self, limit: int = 64 << 20) -> bytes:
-        """read_all returns the whole body (at most limit bytes); raises TransientError or UpstreamError."""
+        """Return the whole body (at most limit bytes).
+
+        Raises TransientError (as read does) or UpstreamError (a body over limit).
+        """
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -89,7 +95,7 @@ class Response:
             chunks.append(data)
 
     def release(self) -> None:
-        """release returns the connection to the pool if the body was fully read, else closes it."""
+        """Return the connection to the pool if the body was fully read, else close it."""
         if self._done:
             return
         self._done = True
@@ -101,7 +107,7 @@ class Response:
             self._conn.close()
 
     def close(self) -> None:
-        """close drops the connection without reading the rest of the body."""
+        """Drop the connection without reading the rest of the body."""
         if not self._done:
             self._done = True
             self._resp.close()
@@ -115,7 +121,7 @@ class Response:
 
 
 class _Conn(http.client.HTTPConnection):
-    """_Conn is an http.client connection whose socket comes from the transport's connector."""
+    """An http.client connection whose socket comes from the transport's connector."""
 
     def __init__(self, host: str, port: int, tls: ssl.SSLContext | None, timeouts: Timeouts,
                  connector: Connector) -> None:
@@ -142,7 +148,7 @@ class _Conn(http.client.HTTPConnection):
 
 
 class Transport:
-    """Transport sends GET requests over pooled keep-alive connections; safe for many threads.
+    """An HTTP client that sends GET requests over pooled keep-alive connections; safe for many threads.
 
     Idle connections are kept up to max_idle_per_host per host and max_idle_total overall, and
     dropped after idle_timeout seconds. With a proxy, connections to hosts it applies to go
@@ -169,7 +175,7 @@ class Transport:
 
     def get(self, url: str, headers: Mapping[str, str] | None = None,
             auth: Mapping[str, str] | None = None) -> Response:
-        """get sends GET url following redirects and returns the response, whatever its status.
+        """Send GET url, following redirects, and return the response, whatever its status.
 
         auth headers go only to the host of url, never to another host a redirect names.
         Raises TransientError on connection failures and timeouts, UpstreamError on bad URLs.
@@ -229,7 +235,7 @@ class Transport:
         return self._dial(key), False
 
     def _dial(self, key: tuple[str, str, int]) -> _Conn:
-        """_dial makes an unconnected _Conn for key that connects directly or through the proxy."""
+        """Make an unconnected _Conn for key that connects directly or through the proxy."""
         scheme, host, port = key
         tls = self.tls if scheme == "https" else None
         proxy = self.proxy
@@ -252,12 +258,12 @@ class Transport:
             self._idle_count += 1
 
     def idle_connections(self) -> int:
-        """idle_connections counts pooled connections waiting for reuse."""
+        """Return the number of pooled connections waiting for reuse."""
         with self._lock:
             return self._idle_count
 
     def close(self) -> None:
-        """close drops every idle connection."""
+        """Drop every idle connection."""
         with self._lock:
             for idle in self._idle.values():
                 for conn in idle:

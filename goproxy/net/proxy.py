@@ -25,7 +25,7 @@ class ProxyFailure(OSError):
 
 @dataclass(frozen=True)
 class ProxyURL:
-    """ProxyURL is a parsed -proxy value; text is the URL with the password masked."""
+    """A parsed -proxy value; text is the URL with the password masked."""
 
     scheme: str
     host: str
@@ -35,16 +35,18 @@ class ProxyURL:
 
     @property
     def text(self) -> str:
-        """text is scheme://[user:***@]host:port for logs and error messages."""
+        """Return scheme://[user:***@]host:port for logs and error messages."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         user = f"{urllib.parse.quote(self.username, safe='')}:***@" if self.username else ""
         return f"{self.scheme}://{user}{host}:{self.port}"
 
 
 def parse_proxy_url(text: str) -> ProxyURL:
-    """parse_proxy_url reads http://, https://, socks5:// or socks5h:// [user:password@]host[:port];
-    a value without a scheme is http://. Raises ValueError saying what is wrong, and what to
-    install when a SOCKS proxy is asked for without PySocks."""
+    """Parse a -proxy value: http://, https://, socks5:// or socks5h:// [user:password@]host[:port].
+
+    A value without a scheme is http://. Raises ValueError saying what is wrong, and what to
+    install when a SOCKS proxy is asked for without PySocks.
+    """
     raw = text.strip()
     if "://" not in raw:
         raw = "http://" + raw
@@ -78,13 +80,14 @@ def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 @dataclass(frozen=True)
 class _Rule:
-    """_Rule is one NO_PROXY entry: a domain (with its subdomains), an IP, a network or "*"."""
+    """One NO_PROXY entry: a domain (with its subdomains), an IP, a network or "*"."""
 
     domain: str = ""
     network: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
     port: int = 0  # 0: any port
 
     def matches(self, host: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None, port: int) -> bool:
+        """Report whether this entry covers host (ip: host as an address, or None) on port."""
         if self.port and self.port != port:
             return False
         if self.network is not None:
@@ -93,7 +96,7 @@ class _Rule:
 
 
 def _parse_rule(entry: str) -> _Rule:
-    """_parse_rule reads one NO_PROXY entry; raises ValueError for a malformed one."""
+    """Parse one NO_PROXY entry; raise ValueError for a malformed one."""
     text = entry.strip().lower()
     if text == "*":
         return _Rule(domain="*")
@@ -119,7 +122,7 @@ def _parse_rule(entry: str) -> _Rule:
 
 
 def parse_no_proxy(text: str) -> tuple[str, ...]:
-    """parse_no_proxy splits and checks a NO_PROXY list; raises ValueError naming a bad entry."""
+    """Split and check a NO_PROXY list; raise ValueError naming a bad entry."""
     entries = tuple(e.strip() for e in text.split(",") if e.strip())
     for e in entries:
         _parse_rule(e)
@@ -127,7 +130,7 @@ def parse_no_proxy(text: str) -> tuple[str, ...]:
 
 
 class NoProxy:
-    """NoProxy says which hosts bypass the proxy.
+    """The set of hosts that bypass the proxy.
 
     Entries (case-insensitive): "*" (every host); a domain, which matches itself and its
     subdomains ("example.com", ".example.com" and "*.example.com" are the same); an IP address;
@@ -139,7 +142,7 @@ class NoProxy:
         self.rules = [_parse_rule(e) for e in entries]
 
     def matches(self, host: str, port: int) -> bool:
-        """matches reports whether host:port bypasses the proxy."""
+        """Report whether host:port bypasses the proxy."""
         name = host.lower().rstrip(".")
         ip = _ip(name)
         if ip is not None:
@@ -148,7 +151,7 @@ class NoProxy:
 
 
 class Proxy:
-    """Proxy sends outbound connections through one HTTP(S) or SOCKS5 proxy.
+    """One HTTP(S) or SOCKS5 proxy that outbound connections go through.
 
     Hosts that no_proxy names are connected to directly. The proxy's own host, and for socks5://
     each target host, are resolved with resolve when given (the -dns resolver), else by the
@@ -167,28 +170,33 @@ class Proxy:
 
     @property
     def forwards_http(self) -> bool:
-        """forwards_http is true for HTTP proxies: plain-http requests go to them in absolute form."""
+        """Return True for HTTP proxies: plain-http requests go to them in absolute form."""
         return self.url.scheme in ("http", "https")
 
     def applies(self, host: str, port: int) -> bool:
-        """applies reports whether connections to host:port go through the proxy."""
+        """Report whether connections to host:port go through the proxy."""
         return not self.no_proxy.matches(host, port)
 
     def auth_headers(self) -> dict[str, str]:
-        """auth_headers carry the proxy's credentials to an HTTP proxy (Basic), or nothing."""
+        """Return the headers carrying the proxy's credentials to an HTTP proxy (Basic), or none."""
         if not self.url.username or not self.forwards_http:
             return {}
         return {"Proxy-Authorization": basic_auth(self.url.username, self.url.password)}
 
     def connect(self, host: str, port: int, timeout: float) -> socket.socket:
-        """connect is a Connector: a tunnel through the proxy, or direct for NO_PROXY hosts."""
+        """Open a connection to host:port: a tunnel through the proxy, or direct for NO_PROXY hosts.
+
+        This method is a Connector.
+        """
         if self.applies(host, port):
             return self.tunnel(host, port, timeout)
         return self._direct(host, port, timeout)
 
     def connect_proxy(self, timeout: float) -> socket.socket:
-        """connect_proxy opens a connection to the HTTP proxy itself (TLS for https://);
-        raises ProxyFailure naming the proxy."""
+        """Open a connection to the HTTP proxy itself (TLS for https://).
+
+        Raises ProxyFailure naming the proxy.
+        """
         u = self.url
         try:
             sock = self._direct(u.host, u.port, timeout)
@@ -203,8 +211,10 @@ class Proxy:
             raise ProxyFailure(f"proxy {u.text}: {describe(exc)}") from exc
 
     def tunnel(self, host: str, port: int, timeout: float) -> socket.socket:
-        """tunnel is a Connector whose socket reaches host:port through the proxy (SOCKS5 or
-        HTTP CONNECT); raises ProxyFailure naming the proxy and what it answered."""
+        """Open a tunnel to host:port through the proxy (SOCKS5 or HTTP CONNECT).
+
+        This method is a Connector. Raises ProxyFailure naming the proxy and what it answered.
+        """
         if self.url.scheme.startswith("socks"):
             return self._socks(host, port, timeout)
         return self._http_connect(host, port, timeout)
@@ -257,8 +267,10 @@ class Proxy:
 
 
 def _read_head(sock: socket.socket) -> str:
-    """_read_head reads a reply head up to its blank line, byte by byte so that nothing the
-    tunnel carries afterwards is consumed."""
+    """Read a reply head up to its blank line.
+
+    Reads byte by byte so that nothing the tunnel carries afterwards is consumed.
+    """
     data = bytearray()
     while not data.endswith(b"\r\n\r\n"):
         if len(data) > _MAX_REPLY_HEAD:
@@ -272,5 +284,5 @@ def _read_head(sock: socket.socket) -> str:
 
 
 def proxy_connector(proxy: Proxy | None, resolve: Resolve | None = None) -> Connector:
-    """proxy_connector is a Connector through proxy (NO_PROXY honoured), or direct without one."""
+    """Return a Connector through proxy (NO_PROXY honoured), or a direct one without a proxy."""
     return proxy.connect if proxy is not None else direct_connector(resolve)

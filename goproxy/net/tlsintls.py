@@ -15,15 +15,18 @@ _CHUNK = 1 << 16
 
 
 def wrap(ctx: ssl.SSLContext, sock: socket.socket, server_hostname: str) -> socket.socket:
-    """wrap starts TLS with server_hostname on sock, a plain socket or an SSLSocket; the result
-    has the socket methods http.client and the DoH client use. Raises OSError (ssl.SSLError)."""
+    """Start TLS with server_hostname on sock, a plain socket or an SSLSocket.
+
+    The result has the socket methods http.client and the DoH client use. Raises OSError
+    (ssl.SSLError).
+    """
     if isinstance(sock, ssl.SSLSocket):
         return cast(socket.socket, TLSInTLS(sock, ctx, server_hostname))
     return ctx.wrap_socket(sock, server_hostname=server_hostname)
 
 
 class TLSInTLS:
-    """TLSInTLS is a TLS session carried inside the outer TLS socket; closing it closes both."""
+    """A TLS session carried inside the outer TLS socket; closing it closes both."""
 
     def __init__(self, outer: ssl.SSLSocket, ctx: ssl.SSLContext, server_hostname: str) -> None:
         self._outer = outer
@@ -32,8 +35,7 @@ class TLSInTLS:
         self._run(self._tls.do_handshake)
 
     def _run(self, op: Any, *args: Any) -> Any:
-        """_run calls an SSLObject operation, moving records through the outer socket until it
-        completes."""
+        """Call an SSLObject operation, moving records through the outer socket until it completes."""
         while True:
             try:
                 result = op(*args)
@@ -54,51 +56,61 @@ class TLSInTLS:
             self._outer.sendall(data)
 
     def recv(self, n: int = _CHUNK, flags: int = 0) -> bytes:
-        """recv returns up to n bytes, b"" once the server has closed the session."""
+        """Return up to n bytes, b"" once the server has closed the session."""
         try:
             return cast(bytes, self._run(self._tls.read, n))
         except ssl.SSLZeroReturnError:
             return b""
 
     def recv_into(self, buffer: Any, n: int = 0, flags: int = 0) -> int:
+        """Read up to n bytes (0: the buffer's length) into buffer; return how many were read."""
         data = self.recv(n or len(buffer))
         buffer[:len(data)] = data
         return len(data)
 
     def send(self, data: bytes | memoryview, flags: int = 0) -> int:
+        """Send data through the session; return how many bytes were taken."""
         return cast(int, self._run(self._tls.write, data))
 
     def sendall(self, data: bytes | memoryview, flags: int = 0) -> None:
+        """Send all of data through the session."""
         view = memoryview(data)
         while view:
             view = view[self.send(view):]
 
     def makefile(self, mode: str = "rb", *args: Any, **kwargs: Any) -> io.BufferedReader:
-        """makefile is a buffered reader, all http.client asks of a socket's makefile."""
+        """Return a buffered reader, all http.client asks of a socket's makefile."""
         return io.BufferedReader(socket.SocketIO(self, "rb"))  # type: ignore[arg-type]
 
     def _decref_socketios(self) -> None:
-        """_decref_socketios is called when a makefile reader closes; the socket stays open."""
+        """Do nothing when a makefile reader closes: the socket stays open."""
 
     def selected_alpn_protocol(self) -> str | None:
+        """Return the protocol the inner handshake agreed on by ALPN, or None."""
         return self._tls.selected_alpn_protocol()
 
     def getpeercert(self, binary_form: bool = False) -> Any:
+        """Return the server's certificate from the inner session, as SSLSocket.getpeercert does."""
         return self._tls.getpeercert(binary_form)
 
     def settimeout(self, timeout: float | None) -> None:
+        """Set the outer socket's timeout, which bounds every read and write."""
         self._outer.settimeout(timeout)
 
     def gettimeout(self) -> float | None:
+        """Return the outer socket's timeout."""
         return self._outer.gettimeout()
 
     def setsockopt(self, *args: Any) -> None:
+        """Set an option on the outer socket."""
         self._outer.setsockopt(*args)
 
     def fileno(self) -> int:
+        """Return the outer socket's file descriptor."""
         return self._outer.fileno()
 
     def close(self) -> None:
+        """Close the outer socket, and with it the session."""
         self._outer.close()
 
     def __enter__(self) -> TLSInTLS:

@@ -24,8 +24,10 @@ Fence = Callable[[], bool]
 
 
 class LeaseLost(StoreUnavailable):
-    """The lock on a key ran out before its fetch could commit (the holder stalled and another
-    replica took over); nothing was committed; status 503."""
+    """The lock on a key ran out before its fetch could commit; nothing was committed; status 503.
+
+    The holder stalled and another replica took over.
+    """
 
 
 def check_fence(key: str, fence: Fence | None) -> None:

@@ -1,5 +1,8 @@
-"""Cache cleanup: find module versions in storage, drop those unused past -max-cache-age, then the
-least recently used while over -max-cache-size; the cleanup thread and its usage store."""
+"""Cache cleanup: age and size eviction of module versions, the cleanup thread and its usage store.
+
+A pass finds module versions in storage, drops those unused past -max-cache-age, then the least
+recently used while over -max-cache-size.
+"""
 
 from __future__ import annotations
 
@@ -19,18 +22,18 @@ from ..values import format_duration
 from .base import PARTIAL_SUFFIXES, Stat, Storage
 from .usage import Pair, Usage
 
-# Exclusive is a lock on the cleanup itself: entering yields a Lease when this cleaner may run
+# A lock on the cleanup itself: entering yields a Lease when this cleaner may run
 # a pass now, None when another (a replica sharing the bucket) holds it.
 Exclusive = Callable[[], AbstractContextManager["Lease | None"]]
 
 log = logging.getLogger(__name__)
 
-# SUMDB_DIR holds checksum database answers and the verified tree head: never cleaned here.
+# The directory of checksum database answers and the verified tree head: never cleaned here.
 SUMDB_DIR = "sumdb"
 # Order files of a version are deleted in: the zip first, so a half-done removal leaves
 # small files that are cheap to refetch.
 _DELETE_ORDER = {"zip": 0, "mod": 1, "info": 2}
-# STALE_PARTIAL is the age in seconds after which a partial file is taken as left by a crash:
+# The age in seconds after which a partial file is taken as left by a crash:
 # it no longer protects its version, and goes with it.
 STALE_PARTIAL = 86400.0
 _PARTIAL_ARTIFACT = re.compile(r"(.*)\.(info|mod|zip)\.")
@@ -38,32 +41,32 @@ _PARTIAL_ARTIFACT = re.compile(r"(.*)\.(info|mod|zip)\.")
 
 @dataclass
 class Entry:
-    """Entry is one module version on disk; version "" is the module's @v/list and @latest."""
+    """One module version on disk; version "" is the module's @v/list and @latest."""
 
     module: str
     version: str
-    # files maps each cache key of the entry to its Stat as scanned.
+    # Each cache key of the entry, mapped to its Stat as scanned.
     files: dict[str, Stat] = field(default_factory=dict)
-    # busy is True when a partial file of the entry exists: a download is under way.
+    # True when a partial file of the entry exists: a download is under way.
     busy: bool = False
 
     @property
     def size(self) -> int:
-        """size is the bytes of the entry's files."""
+        """Return the bytes of the entry's files."""
         return sum(f.size for f in self.files.values())
 
     @property
     def mtime(self) -> float:
-        """mtime is the newest modification time of the entry's files (its use when unknown)."""
+        """Return the newest modification time of the entry's files (its use when unknown)."""
         return max((f.mtime for f in self.files.values()), default=0.0)
 
     @property
     def name(self) -> str:
-        """name is "module@version", or "module (list)" for the list entry."""
+        """Return "module@version", or "module (list)" for the list entry."""
         return f"{self.module}@{self.version}" if self.version else f"{self.module} (list)"
 
     def cache_keys(self) -> set[str]:
-        """keys are every cache key of the entry, on disk or not (a fetch may be creating one)."""
+        """Return every cache key of the entry, on disk or not (a fetch may be creating one)."""
         if not self.version:
             return {f"{self.module}/@v/list", f"{self.module}/@latest", *self.files}
         return {f"{self.module}/@v/{self.version}.{ext}" for ext in _DELETE_ORDER} | set(self.files)
@@ -71,7 +74,7 @@ class Entry:
 
 @dataclass
 class Scan:
-    """Scan is what is on disk: module entries, and checksum database files counted aside."""
+    """What is on disk: module entries, and checksum database files counted aside."""
 
     entries: dict[Pair, Entry] = field(default_factory=dict)
     # busy_modules have a partial file that names no version: none of their entries is touched.
@@ -139,7 +142,7 @@ def _add(found: Scan, module: str, st: Stat, name: str, in_v: bool, now: float) 
 
 @dataclass
 class Removed:
-    """Removed is one entry a pass removed (or, in a dry run, would remove)."""
+    """One entry a pass removed (or, in a dry run, would remove)."""
 
     module: str
     version: str
@@ -149,13 +152,13 @@ class Removed:
 
     @property
     def name(self) -> str:
-        """name is "module@version", or "module (list)" for the list entry."""
+        """Return "module@version", or "module (list)" for the list entry."""
         return f"{self.module}@{self.version}" if self.version else f"{self.module} (list)"
 
 
 @dataclass
 class Report:
-    """Report is the outcome of one cleanup pass."""
+    """The outcome of one cleanup pass."""
 
     removed: list[Removed] = field(default_factory=list)
     skipped: int = 0  # entries due for removal but in use or being downloaded
@@ -166,7 +169,7 @@ class Report:
 
     @property
     def freed(self) -> int:
-        """freed is the bytes of the removed entries."""
+        """Return the bytes of the removed entries."""
         return sum(r.size for r in self.removed)
 
 
@@ -184,8 +187,9 @@ def _sort_key(key: str) -> tuple[int, str]:
 
 
 class Cleaner:
-    """Cleaner removes module versions unused for longer than max_age, then the least recently
-    used while the cache is bigger than max_size (0 disables either).
+    """A cleaner that removes module versions unused for longer than max_age, then the least recently used.
+
+    The least recently used go while the cache is bigger than max_size (0 disables either).
 
     It never removes an entry with a fetch in flight (in_flight(key)), a partial file, or a use
     recorded since the pass began; files go by Storage.delete, so readers keep their open file.
@@ -211,7 +215,7 @@ class Cleaner:
         self._interval: float | None = None  # while the thread runs
 
     def run(self, dry_run: bool = False) -> Report:
-        """run makes one pass (one at a time per Cleaner) and returns what it did.
+        """Make one pass (one at a time per Cleaner) and return what it did.
 
         A dry run decides the same way but deletes nothing and writes nothing. When another
         replica holds the cleanup lock, nothing is done (Report.elsewhere). Raises the usage
@@ -285,13 +289,13 @@ class Cleaner:
         return report
 
     def _busy(self, entry: Entry, found: Scan) -> bool:
-        """_busy: a download of the entry is under way, or it was used since the pass began."""
+        """Report whether a download of the entry is under way, or it was used since the pass began."""
         if entry.busy or entry.module in found.busy_modules:
             return True
         return any(self.in_flight(k) or self.store.used_since_flush(k) for k in entry.cache_keys())
 
     def _delete(self, entry: Entry, started: float) -> bool:
-        """_delete removes the entry's files unless one was replaced since the scan; True if gone."""
+        """Remove the entry's files unless one was replaced since the scan; return True if gone."""
         complete = True
         for key in sorted(entry.files, key=_sort_key):
             if self.in_flight(key):
@@ -308,8 +312,10 @@ class Cleaner:
         return complete
 
     def start(self, interval: float) -> Cleaner:
-        """start runs a pass now and then at each whole multiple of interval seconds (by clock;
-        see next_pass_at) in a daemon thread; returns self."""
+        """Run a pass now, then at each whole multiple of interval seconds, in a daemon thread.
+
+        The multiples are by clock (see next_pass_at). Returns self.
+        """
         self._interval = interval
         self._thread = threading.Thread(target=self._loop, args=(interval,), name="goproxy-cleanup",
                                         daemon=True)
@@ -338,7 +344,7 @@ class Cleaner:
                 now = self.clock()
 
     def stop(self) -> None:
-        """stop ends the cleanup thread (a pass under way stops removing) and waits for it."""
+        """End the cleanup thread (a pass under way stops removing) and wait for it."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
@@ -347,7 +353,7 @@ class Cleaner:
 
 
 def log_report(report: Report, dry_run: bool) -> None:
-    """log_report logs each removed entry and a summary line."""
+    """Log each removed entry and a summary line."""
     verb = "would remove" if dry_run else "removed"
     if report.elsewhere:
         log.debug("cache cleanup: another replica is cleaning the shared store")
@@ -360,9 +366,11 @@ def log_report(report: Report, dry_run: bool) -> None:
 
 
 class Housekeeping:
-    """Run a server's usage stores and cleaners: start() runs their threads, stop() ends them
-    with a final flush. With replicas there are two of each: the shared store's and the local
-    tier's."""
+    """The runner of a server's usage stores and cleaners.
+
+    start() runs their threads, stop() ends them with a final flush. With replicas there are
+    two of each: the shared store's and the local tier's.
+    """
 
     def __init__(self, store: Usage | Sequence[Usage], cleaner: Cleaner | Sequence[Cleaner],
                  interval: float) -> None:
@@ -372,8 +380,10 @@ class Housekeeping:
         self.interval = interval
 
     def start(self) -> None:
-        """Start the flush threads and the cleanup threads (a pass now, then at each whole multiple
-        of interval)."""
+        """Start the flush threads and the cleanup threads.
+
+        A cleanup thread makes a pass now, then at each whole multiple of interval.
+        """
         for store in self.stores:
             store.start()
         for c in self.cleaners:

@@ -1,5 +1,7 @@
-"""The disk cache: artifacts under a root directory at their escaped URL path, atomic commits,
-deletes that never race a reader, and small immutable files kept in memory."""
+"""The disk cache: artifacts under a root directory at their escaped URL path.
+
+Commits are atomic, deletes never race a reader, and small immutable files are kept in memory.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from .base import DISK_ERRNOS, Blob, Fence, Stat, Storage, check_fence, storage_
 # Immutable artifacts up to MEMO_MAX bytes are also kept in memory, MEMO_BUDGET bytes in all.
 MEMO_MAX = 16 << 10
 MEMO_BUDGET = 32 << 20
-# GENERATION_NAME is a root file holding 8 bytes that every deletion, in any process, changes.
+# A root file holding 8 bytes that every deletion, in any process, changes.
 GENERATION_NAME = ".generation"
 _GEN = struct.Struct("=Q")
 
@@ -35,7 +37,7 @@ class DiskStorage(Storage):
     """
 
     def __init__(self, root: str) -> None:
-        """Use the directory root (which must exist to keep anything in memory: see _generation)."""
+        """Use the directory root (which must exist to keep anything in memory: see _map_generation)."""
         self.root = os.path.abspath(root)
         self._memo: dict[str, tuple[bytes, int]] = {}  # small immutable files and the generation read with them
         self._memo_bytes = 0
@@ -163,8 +165,10 @@ class DiskStorage(Storage):
         return self.path(key)
 
     def create(self, key: str, path: str) -> BinaryIO:
-        """Open path, a file beside key, for writing, making its directory (again, if cleanup
-        pruned it meanwhile); raise StorageError."""
+        """Open path, a file beside key, for writing, making its directory; raise StorageError.
+
+        The directory is made again if cleanup pruned it meanwhile.
+        """
         for attempt in range(3):
             try:
                 os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
@@ -177,9 +181,11 @@ class DiskStorage(Storage):
         raise AssertionError("unreachable")
 
     def commit(self, path: str, key: str, mtime: float | None = None, fence: Fence | None = None) -> None:
-        """Rename path, a complete and fsynced file beside key, into place as key, stamped
-        with mtime when given; raise StorageError when the disk refuses, LeaseLost (path
-        removed) when fence answers False."""
+        """Rename path, a complete and fsynced file beside key, into place as key.
+
+        The file is stamped with mtime when given. Raises StorageError when the disk refuses,
+        LeaseLost (path removed) when fence answers False.
+        """
         try:
             check_fence(key, fence)
         except BaseException:
@@ -196,8 +202,11 @@ class DiskStorage(Storage):
         self._forget(key)
 
     def swap(self, key: str, data: bytes, expect: Stat | None) -> bool:
-        """Replace key with data while it is still expect (absent when None), under an flock on
-        key's .lock file so processes sharing the cache swap one at a time; True if replaced."""
+        """Replace key with data while it is still expect (absent when None); return True if replaced.
+
+        The swap holds an flock on key's .lock file, so processes sharing the cache swap one at
+        a time.
+        """
         lock = self.create(key, self.path(key) + ".lock")
         try:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
@@ -232,8 +241,11 @@ class DiskStorage(Storage):
         return True
 
     def scan(self) -> Iterator[Stat]:
-        """Yield every file under the root but the root's own (the usage database, the generation)
-        and those of its dot directories (fetch locks)."""
+        """Yield every file under the root except the root's own and those of its dot directories.
+
+        The root's own files are the usage database and the generation; its dot directories
+        hold fetch locks.
+        """
         for dirpath, dirnames, filenames in os.walk(self.root):
             rel = os.path.relpath(dirpath, self.root)
             if rel == ".":

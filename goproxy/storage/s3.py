@@ -1,5 +1,8 @@
-"""Artifacts in an S3-compatible bucket shared by replicas, with a local disk tier in front:
-hits from local files, misses streamed from the bucket while the local copy is written."""
+"""Artifacts in an S3-compatible bucket shared by replicas, with a local disk tier in front.
+
+Hits come from local files; misses stream from the bucket while the local copy is written.
+The -storage URL and the client that reaches the bucket are in bucket.py.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +10,11 @@ import contextlib
 import io
 import logging
 import os
-import re
 import secrets
 from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO, cast
 
-from ..errors import StartupError, StoreUnavailable
+from ..errors import StoreUnavailable
 from .base import Blob, Fence, Stat, Storage, check_fence
 from .disk import DiskStorage
 
@@ -23,62 +25,8 @@ MULTIPART_MIN = 8 << 20
 PART_SIZE = 8 << 20
 # Objects streamed from the bucket are read this many bytes at a time.
 READ_AHEAD = 1 << 20
-_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _PRECONDITION = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409")
 _ABSENT = ("NoSuchKey", "404", "NotFound")
-
-
-def parse_storage_url(text: str) -> str:
-    """Return the -storage value normalised: "" (the disk cache) or "s3://BUCKET[/PREFIX]".
-
-    Raises ValueError naming what is wrong (scheme, bucket name, prefix).
-    """
-    value = text.strip()
-    if value in ("", "disk"):
-        return ""
-    if not value.startswith("s3://"):
-        raise ValueError(f"{value!r}: want s3://BUCKET[/PREFIX] (or empty for the disk cache)")
-    bucket, _, prefix = value[len("s3://"):].partition("/")
-    if not _BUCKET.fullmatch(bucket) or ".." in bucket:
-        raise ValueError(f"{value!r}: invalid bucket name {bucket!r} (3-63 of a-z, 0-9, '.' and '-')")
-    prefix = prefix.strip("/")
-    if prefix and (any(p in ("", ".", "..") for p in prefix.split("/")) or "\\" in prefix
-                   or any(c.isspace() or ord(c) < 32 for c in prefix)):
-        raise ValueError(f"{value!r}: invalid key prefix {prefix!r}")
-    return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
-
-
-def split_storage_url(url: str) -> tuple[str, str]:
-    """Return (bucket, prefix) of a normalised "s3://BUCKET[/PREFIX]"; prefix ends in "/" or is ""."""
-    bucket, _, prefix = url[len("s3://"):].partition("/")
-    return bucket, prefix + "/" if prefix else ""
-
-
-def make_client(endpoint: str, region: str, proxies: Mapping[str, str], ca_file: str,
-                max_connections: int = 64) -> Any:
-    """Return a boto3 S3 client: endpoint ("" for AWS), region ("" for the standard lookup),
-    outbound proxies ({"http": url, "https": url}, or empty) and ca_file ("" for the system's).
-
-    Credentials come the standard AWS way (environment, shared files, roles). Raises
-    StartupError when boto3 is not installed or the region cannot be found.
-    """
-    try:
-        import boto3
-        from botocore.config import Config
-        from botocore.exceptions import BotoCoreError
-    except ImportError:
-        raise StartupError("-storage s3://… needs boto3: pip install 'goproxy[s3]'") from None
-    options: dict[str, Any] = {
-        "retries": {"total_max_attempts": 2, "mode": "standard"}, "connect_timeout": 5, "read_timeout": 60,
-        "max_pool_connections": max_connections, "proxies": dict(proxies) or None}
-    if endpoint:
-        options["s3"] = {"addressing_style": "path"}  # a custom endpoint's host names no buckets
-    try:
-        return boto3.session.Session().client(
-            "s3", endpoint_url=endpoint or None, region_name=region or ("us-east-1" if endpoint else None),
-            verify=ca_file or None, config=Config(**options))
-    except BotoCoreError as exc:
-        raise StartupError(f"object storage: {exc} (set -s3-region or AWS_REGION)") from None
 
 
 class S3Storage(Storage):
@@ -243,8 +191,11 @@ class S3Storage(Storage):
 
     def _upload(self, path: str, key: str, mtime: float | None, fence: Fence | None,
                 exclusive: bool) -> float | None:
-        """Upload the complete file path as key; return its mtime stamp, or None when exclusive
-        and key exists already. Nothing appears under key unless the whole file was sent."""
+        """Upload the complete file path as key; return its mtime stamp.
+
+        Returns None when exclusive and key exists already. Nothing appears under key unless
+        the whole file was sent.
+        """
         name = self._name(key)
         stamp = mtime if mtime is not None else os.path.getmtime(path)
         extra: dict[str, Any] = {"Metadata": {"mtime": repr(stamp)}}
@@ -284,8 +235,11 @@ class S3Storage(Storage):
             raise
 
     def swap(self, key: str, data: bytes, expect: Stat | None) -> bool:
-        """Put data under key only while its ETag is expect's (If-Match), or while absent
-        (If-None-Match: *) when expect is None; True if replaced. Never kept locally."""
+        """Put data under key only while it is still expect; return True if replaced.
+
+        The condition is key's ETag being expect's (If-Match), or key being absent
+        (If-None-Match: *) when expect is None. Never kept locally.
+        """
         cond = {"IfNoneMatch": "*"} if expect is None else {"IfMatch": expect.token}
         try:
             self.client.put_object(Bucket=self.bucket, Key=self._name(key), Body=data, **cond)
@@ -308,8 +262,11 @@ class S3Storage(Storage):
     # Removing and listing.
 
     def delete(self, key: str, expect: Stat | None = None) -> bool:
-        """Remove key from the bucket (only while its ETag is expect's, when given) and its local
-        copy; True if the bucket held it. Raises StoreUnavailable when the bucket cannot be reached."""
+        """Remove key from the bucket and its local copy; return True if the bucket held it.
+
+        With expect, only while key's ETag is expect's. Raises StoreUnavailable when the bucket
+        cannot be reached.
+        """
         name = self._name(key)
         now = self._head(key)
         if now is None or (expect is not None and now.token != expect.token):
@@ -355,8 +312,10 @@ def _mtime(resp: Mapping[str, Any]) -> float:
 
 
 class _Tee(io.RawIOBase):
-    """A bucket object's body read by the reply and written to a local temp file as it goes;
-    when closed after every byte has passed, the temp file becomes the local tier's copy."""
+    """A bucket object's body read by the reply and written to a local temp file as it goes.
+
+    When closed after every byte has passed, the temp file becomes the local tier's copy.
+    """
 
     def __init__(self, body: Any, size: int, owner: S3Storage, key: str, mtime: float) -> None:
         super().__init__()

@@ -1,5 +1,7 @@
-"""Last-used times of module versions, buffered in memory and written behind: the Usage
-interface and its sqlite store (cache/.usage.db, WAL)."""
+"""Last-used times of module versions, buffered in memory and written behind.
+
+The Usage interface and its sqlite store (cache/.usage.db, WAL).
+"""
 
 from __future__ import annotations
 
@@ -15,11 +17,11 @@ from collections.abc import Callable, Iterable
 
 log = logging.getLogger(__name__)
 
-# DB_NAME is the usage database's file name under the cache root.
+# The usage database's file name under the cache root.
 DB_NAME = ".usage.db"
-# FLUSH_INTERVAL is how often, in seconds, buffered uses are written: what a crash can lose.
+# How often, in seconds, buffered uses are written: what a crash can lose.
 FLUSH_INTERVAL = 2.0
-# BUSY_TIMEOUT is how long a write waits for another process (cache gc) holding the database.
+# How long a write waits for another process (cache gc) holding the database.
 BUSY_TIMEOUT = 10.0
 
 _SCHEMA = """
@@ -35,8 +37,10 @@ Pair = tuple[str, str]
 
 
 def split_key(key: str) -> Pair | None:
-    """split_key maps a cache key to (module, version): "m/@v/v1.0.0.zip" → ("m", "v1.0.0"),
-    "m/@v/list" and "m/@latest" → ("m", ""); None for anything else (sumdb/...)."""
+    """Map a cache key to (module, version), or None for anything else (sumdb/...).
+
+    "m/@v/v1.0.0.zip" → ("m", "v1.0.0"); "m/@v/list" and "m/@latest" → ("m", "").
+    """
     if key.endswith("/@latest"):
         return key[: -len("/@latest")], ""
     module, sep, name = key.rpartition("/@v/")
@@ -51,7 +55,7 @@ def split_key(key: str) -> Pair | None:
 
 
 class Usage(abc.ABC):
-    """Usage records when each module version was last requested.
+    """A record of when each module version was last requested.
 
     record() only stores into a dict (no lock, no database), so the request path never waits
     on a store; flush() writes what was buffered in one batch, and a thread started by start()
@@ -81,11 +85,11 @@ class Usage(abc.ABC):
             self._pending[key] = t
 
     def used_since_flush(self, key: str) -> bool:
-        """used_since_flush reports a use of key buffered and not yet flushed."""
+        """Report whether a use of key is buffered and not yet flushed."""
         return key in self._pending
 
     def flush(self) -> int:
-        """flush writes buffered uses (keeping the later time per version); returns rows written.
+        """Write buffered uses (keeping the later time per version); return the rows written.
 
         A use recorded while flush runs stays buffered for the next one; none is lost.
         Raises one of errors when the store cannot be written (the uses are kept buffered).
@@ -117,18 +121,18 @@ class Usage(abc.ABC):
 
     @abc.abstractmethod
     def last_used(self) -> dict[Pair, float]:
-        """last_used returns every (module, version) → last-used time in the store."""
+        """Return every (module, version) → last-used time in the store."""
 
     @abc.abstractmethod
     def adopt(self, rows: Iterable[tuple[str, str, float]]) -> None:
-        """adopt inserts (module, version, time) rows for versions the store does not know yet."""
+        """Insert (module, version, time) rows for versions the store does not know yet."""
 
     @abc.abstractmethod
     def forget(self, pairs: Iterable[Pair], before: float) -> None:
-        """forget deletes the rows of pairs whose last use is earlier than before."""
+        """Delete the rows of pairs whose last use is earlier than before."""
 
     def start(self) -> Usage:
-        """start runs the flush thread (a daemon) every flush_interval seconds; returns self."""
+        """Run the flush thread (a daemon) every flush_interval seconds; return self."""
         self._thread = threading.Thread(target=self._run, name="goproxy-usage", daemon=True)
         self._thread.start()
         return self
@@ -147,7 +151,7 @@ class Usage(abc.ABC):
                 self._failing = False
 
     def close(self) -> None:
-        """close stops the flush thread, flushes what is buffered and releases the store; idempotent."""
+        """Stop the flush thread, flush what is buffered and release the store; idempotent."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
@@ -164,7 +168,7 @@ class Usage(abc.ABC):
 
 
 class UsageStore(Usage):
-    """UsageStore keeps last-used times in a sqlite database under root (name, WAL mode).
+    """Last-used times kept in a sqlite database under root (name, WAL mode).
 
     Safe to share between threads and with other processes (WAL).
     """
@@ -181,7 +185,7 @@ class UsageStore(Usage):
         self._db: sqlite3.Connection | None = None  # opened on first use, so an idle cache gets no file
 
     def _conn(self) -> sqlite3.Connection:
-        """_conn returns the connection, opening it on first use; call with _db_lock held."""
+        """Return the connection, opening it on first use; call with _db_lock held."""
         if self._closed:
             raise sqlite3.ProgrammingError(f"usage database {self.path} is closed")
         if self._db is None:
@@ -196,7 +200,7 @@ class UsageStore(Usage):
             self._db = None
 
     def _open(self) -> sqlite3.Connection:
-        """_open connects and creates the schema; a file that is not a database is moved aside."""
+        """Connect and create the schema; a file that is not a database is moved aside."""
         try:
             return self._connect()
         except sqlite3.OperationalError:  # cannot open, locked: not the file's fault
@@ -226,17 +230,17 @@ class UsageStore(Usage):
         return db
 
     def last_used(self) -> dict[Pair, float]:
-        """last_used returns every (module, version) → last-used time in the database."""
+        """Return every (module, version) → last-used time in the database."""
         with self._db_lock:
             rows = self._conn().execute("SELECT module, version, last_used FROM usage").fetchall()
         return {(m, v): t for m, v, t in rows}
 
     def adopt(self, rows: Iterable[tuple[str, str, float]]) -> None:
-        """adopt inserts (module, version, time) rows for versions the database does not know yet."""
+        """Insert (module, version, time) rows for versions the database does not know yet."""
         self._write("INSERT OR IGNORE INTO usage (module, version, last_used) VALUES (?, ?, ?)", rows)
 
     def forget(self, pairs: Iterable[Pair], before: float) -> None:
-        """forget deletes the rows of pairs whose last use is earlier than before."""
+        """Delete the rows of pairs whose last use is earlier than before."""
         self._write("DELETE FROM usage WHERE module = ? AND version = ? AND last_used < ?",
                     [(m, v, before) for m, v in pairs])
 
@@ -261,7 +265,7 @@ class UsageStore(Usage):
                     "SET last_used = max(last_used, excluded.last_used)", rows)
 
     def close(self) -> None:
-        """close stops the flush thread, flushes what is buffered and closes the database; idempotent."""
+        """Stop the flush thread, flush what is buffered and close the database; idempotent."""
         if self._closed:
             return
         super().close()
@@ -334,7 +338,7 @@ class UsageForwarder:
         return len(taken)
 
     def start(self) -> UsageForwarder:
-        """Start the sending thread (a daemon); returns self."""
+        """Start the sending thread (a daemon); return self."""
         self._thread = threading.Thread(target=self._run, name="goproxy-usage-forward", daemon=True)
         self._thread.start()
         return self

@@ -1,5 +1,7 @@
-"""Checksum database client: where its files come from, verified lookups, tile proofs, and the newest
-verified tree in shared storage."""
+"""Checksum database client: where its files come from, verified lookups and tile proofs.
+
+It also keeps the newest verified tree in shared storage.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from ..upstream import Consume, Upstreams
 from . import tlog
 from .db import GoSumDB
 from .note import NoteError, Verifier, open_note
+from .tiles import Tile, TileHashReader, parse_tile_path
 
 log = logging.getLogger(__name__)
 security = logging.getLogger("goproxy.security")
@@ -51,7 +54,7 @@ def check_answer(path: str, data: bytes) -> None:
         _, _, note = tlog.parse_record(data)
         tlog.parse_tree(note.decode("utf-8", "replace"))
     elif path.startswith("tile/"):
-        tile = tlog.parse_tile_path(path)
+        tile = parse_tile_path(path)
         if tile.l >= 0 and len(data) != 32 * tile.w:
             raise tlog.TlogError(f"a tile of {tile.w} hashes is {32 * tile.w} bytes, not {len(data)}")
         if tile.l < 0 and not data:
@@ -61,8 +64,9 @@ def check_answer(path: str, data: bytes) -> None:
 
 
 class Sources:
-    """Where one checksum database's files come from: the upstreams' /sumdb/ passthrough, else
-    the database itself.
+    """Where one checksum database's files come from.
+
+    They come from the upstreams' /sumdb/ passthrough, else from the database itself.
 
     upstream_first False goes to the database alone (a database URL given in -gosumdb is where
     the operator wants it read); direct None means there is no database to ask (offline: the
@@ -152,7 +156,7 @@ class Sources:
 
 
 class SumDB:
-    """SumDB verifies module hashes against one checksum database, as the go command does.
+    """A verifier of module hashes against one checksum database, as the go command does.
 
     Each lookup's signed tree head is checked with the database key, its record is proven to be
     in the newest tree seen, and every new tree is proven consistent with the newest verified
@@ -160,8 +164,11 @@ class SumDB:
     """
 
     def __init__(self, db: GoSumDB, sources: Sources, cache: Storage, metrics: Metrics) -> None:
-        """Verify against db, read from sources (the upstreams' /sumdb/ passthrough, else the
-        database itself); answers and the newest verified tree head are kept in cache."""
+        """Verify against db, reading from sources.
+
+        sources are the upstreams' /sumdb/ passthrough, else the database itself; answers and
+        the newest verified tree head are kept in cache.
+        """
         self.db = db
         self.verifier = Verifier(db.key)
         self.sources = sources
@@ -176,16 +183,16 @@ class SumDB:
         """Return the database's answer for path ("lookup/...", "tile/..."); raises ProxyError."""
         return self.sources.fetch(path, _read)
 
-    def fetch_tile(self, tile: tlog.Tile) -> bytes:
+    def fetch_tile(self, tile: Tile) -> bytes:
         """Return tile's data (not yet authenticated), from the cache when the full tile is there.
 
         Raises ProxyError when the database cannot serve it.
         """
         return self._tile(tile)
 
-    def _tile(self, tile: tlog.Tile) -> bytes:
-        """_tile returns a tile's data, from the cache when a full tile is there."""
-        full = tlog.Tile(tile.h, tile.l, tile.n, 1 << tile.h)
+    def _tile(self, tile: Tile) -> bytes:
+        """Return a tile's data, from the cache when a full tile is there."""
+        full = Tile(tile.h, tile.l, tile.n, 1 << tile.h)
         cached = self.cache.read(f"sumdb/{self.db.name}/{full.path()}")
         if cached is not None and len(cached) == 32 * full.w:
             return cached[: 32 * tile.w]
@@ -197,15 +204,15 @@ class SumDB:
             # The partial tile is gone once the tile is complete: read the full one.
             return self._fetch(full.path())[: 32 * tile.w]
 
-    def _store_tiles(self, tiles: list[tlog.Tile], data: list[bytes]) -> None:
+    def _store_tiles(self, tiles: list[Tile], data: list[bytes]) -> None:
         for tile, d in zip(tiles, data):
             if tile.w == 1 << tile.h:
                 key = f"sumdb/{self.db.name}/{tile.path()}"
                 if self.cache.stat(key) is None:
                     self.cache.write(key, d)
 
-    def _reader(self, tree: tlog.Tree) -> tlog.TileHashReader:
-        return tlog.TileHashReader(tree, TILE_HEIGHT, self._tile, self._store_tiles)
+    def _reader(self, tree: tlog.Tree) -> TileHashReader:
+        return TileHashReader(tree, TILE_HEIGHT, self._tile, self._store_tiles)
 
     # Trees: signed heads, consistency with the newest verified one.
 
@@ -243,9 +250,12 @@ class SumDB:
         return new
 
     def _merge(self, tree: tlog.Tree, signed: bytes) -> tlog.Tree:
-        """_merge proves tree consistent with the newest verified trees (this process's and the
-        one in shared storage); returns the newest. The shared head is replaced only by a
-        compare-and-swap, so a replica never overwrites a head it has not proven tree against."""
+        """Prove tree consistent with the newest verified trees; return the newest.
+
+        The newest verified trees are this process's and the one in shared storage. The shared
+        head is replaced only by a compare-and-swap, so a replica never overwrites a head it has
+        not proven tree against.
+        """
         with self._lock:
             if self._latest is not None:
                 self._prove(self._latest, tree)
@@ -265,8 +275,10 @@ class SumDB:
         return ChecksumError(f"SECURITY ERROR: {message}")
 
     def verified_tree_size(self) -> int | None:
-        """Return the size of the newest verified tree: this process's, or the one kept in storage
-        (verified by any process or replica) when that is newer; None while there is none.
+        """Return the size of the newest verified tree, None while there is none.
+
+        The tree is this process's, or the one kept in storage (verified by any process or
+        replica) when that is newer.
 
         Costs one stat of the kept head; it is read and its signature checked only when it changed.
         """
@@ -296,7 +308,7 @@ class SumDB:
             return None
 
     def lookup(self, module: str, version: str) -> list[str]:
-        """lookup returns the database's go.sum lines for module@version, proven to be in the log.
+        """Return the database's go.sum lines for module@version, proven to be in the log.
 
         Raises ChecksumError (a SECURITY event) when anything fails to verify, and UpstreamError
         when the database cannot be reached or does not know the module.
@@ -335,8 +347,11 @@ class SumDB:
         return record_id, text
 
     def check(self, module: str, version: str, gomod: bool, got: str) -> None:
-        """check verifies that got (an h1: hash) is the database's hash for the module's zip, or
-        its go.mod when gomod; raises ChecksumError on a mismatch (logged as SECURITY)."""
+        """Verify that got (an h1: hash) is the database's hash for the module's zip, or its go.mod.
+
+        The go.mod's hash is checked when gomod. Raises ChecksumError on a mismatch (logged as
+        SECURITY).
+        """
         suffix = "/go.mod" if gomod else ""
         want = ""
         for line in self.lookup(module, version):

@@ -11,19 +11,19 @@ import zlib
 from collections.abc import Callable, Iterable
 from typing import IO
 
-# _CHUNK is how much of a file is read at a time while hashing; memory stays flat.
+# How much of a file is read at a time while hashing; memory stays flat.
 _CHUNK = 64 * 1024
-# _UTF8_FLAG is the zip general-purpose flag bit saying the file name is UTF-8.
+# The zip general-purpose flag bit saying the file name is UTF-8.
 _UTF8_FLAG = 0x800
-# _GO_METHODS are the compression methods Go's archive/zip can read (store, deflate).
+# The compression methods Go's archive/zip can read (store, deflate).
 _GO_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 
 
 def hash1(files: Iterable[tuple[bytes, Callable[[], IO[bytes]]]]) -> str:
-    """hash1 returns the "h1:" hash of (name, open) pairs, as Go's dirhash.Hash1.
+    r"""Return the "h1:" hash of (name, open) pairs, as Go's dirhash.Hash1.
 
     Each file is opened, read in chunks and closed in the byte order of its name; the
-    summary line is "%x  %s\\n" of its SHA-256 and name. Raises ValueError for a name
+    summary line is "%x  %s\n" of its SHA-256 and name. Raises ValueError for a name
     containing a newline; errors raised by an opener pass through.
     """
     summary = hashlib.sha256()
@@ -39,22 +39,22 @@ def hash1(files: Iterable[tuple[bytes, Callable[[], IO[bytes]]]]) -> str:
 
 
 def hash_gomod(data: bytes) -> str:
-    """hash_gomod returns the hash of a go.mod file, as go.sum records it after "/go.mod"."""
+    """Return the hash of a go.mod file, as go.sum records it after "/go.mod"."""
     return hash1([(b"go.mod", lambda: io.BytesIO(data))])
 
 
 def _raw_name(info: zipfile.ZipInfo) -> bytes:
-    """_raw_name returns the file name bytes as stored in the zip (Go hashes them as-is)."""
+    """Return the file name bytes as stored in the zip (Go hashes them as-is)."""
     if info.flag_bits & _UTF8_FLAG:
         return info.orig_filename.encode("utf-8")
     return info.orig_filename.encode("cp437")
 
 
 def hash_zip(path: str | IO[bytes], prefix: str = "") -> str:
-    """Return the "h1:" hash of the module zip at path (a file name or a seekable file), as
-    Go's dirhash.HashZip does.
+    """Return the "h1:" hash of the module zip at path, as Go's dirhash.HashZip does.
 
-    Every entry is hashed under its name exactly as stored, directories included.
+    path is a file name or a seekable file. Every entry is hashed under its name exactly as
+    stored, directories included.
     When prefix (such as "example.com/m@v1.0.0/") is not empty, every name must start
     with it, the check the go command makes before hashing a downloaded zip.
     Raises ValueError for a malformed or unreadable zip, a compression method Go cannot

@@ -10,9 +10,9 @@ import unicodedata
 
 from . import ed25519
 
-# ALG_ED25519 is the algorithm byte that starts an Ed25519 verifier key.
+# The algorithm byte that starts an Ed25519 verifier key.
 ALG_ED25519 = 1
-# MAX_SIGNATURES is how many signature lines a note may carry before it is rejected.
+# How many signature lines a note may carry before it is rejected.
 MAX_SIGNATURES = 100
 
 _SIG_PREFIX = "\u2014 ".encode()  # em dash, space
@@ -21,22 +21,22 @@ _GO_SPACES = frozenset("\t\n\v\f\r \x85\xa0")
 
 
 class NoteError(ValueError):
-    """NoteError is a malformed verifier key or note, or a note that does not verify."""
+    """A malformed verifier key or note, or a note that does not verify."""
 
 
 class UnverifiedNoteError(NoteError):
-    """UnverifiedNoteError is a well-formed note with no signature by the trusted key."""
+    """A well-formed note with no signature by the trusted key."""
 
 
 class InvalidSignatureError(NoteError):
-    """InvalidSignatureError is a signature that names the trusted key but does not verify.
+    """A signature that names the trusted key but does not verify.
 
     Unlike an unsigned note, this is evidence of tampering or of a misbehaving server.
     """
 
 
 def is_valid_name(name: str) -> bool:
-    """is_valid_name reports whether name may name a key: non-empty UTF-8, no Unicode spaces, no "+"."""
+    """Report whether name may name a key: non-empty UTF-8, no Unicode spaces, no "+"."""
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
@@ -45,17 +45,17 @@ def is_valid_name(name: str) -> bool:
 
 
 def _is_go_space(c: str) -> bool:
-    """_is_go_space is Go's unicode.IsSpace (which, unlike str.isspace, excludes U+001C..U+001F)."""
+    """Report whether c is a space by Go's unicode.IsSpace (unlike str.isspace, not U+001C..U+001F)."""
     return c in _GO_SPACES or unicodedata.category(c) in ("Zs", "Zl", "Zp")
 
 
 def key_hash(name: str, key: bytes) -> int:
-    """key_hash returns the 32-bit hash identifying key (algorithm byte + key) under name."""
+    """Return the 32-bit hash identifying key (algorithm byte + key) under name."""
     return int.from_bytes(hashlib.sha256(name.encode("utf-8") + b"\n" + key).digest()[:4], "big")
 
 
 def _b64decode(text: str) -> bytes:
-    """_b64decode decodes padded standard base64, raising NoteError on anything else."""
+    """Decode padded standard base64, raising NoteError on anything else."""
     try:
         return base64.b64decode(text.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeError, ValueError):
@@ -63,15 +63,18 @@ def _b64decode(text: str) -> bytes:
 
 
 class Verifier:
-    """Verifier checks signatures by one server key, parsed from a "<name>+<hash>+<keydata>" key.
+    """A checker of signatures by one server key, parsed from a "<name>+<hash>+<keydata>" key.
 
     name is the server name, key_hash the 32-bit key hash, public_key the raw Ed25519 key
     and vkey the key text it was parsed from.
     """
 
     def __init__(self, vkey: str) -> None:
-        """__init__ parses vkey; raises NoteError if it is malformed, its hash does not match
-        the key, or its algorithm is not Ed25519."""
+        """Parse vkey.
+
+        Raises NoteError if it is malformed, its hash does not match the key, or its algorithm
+        is not Ed25519.
+        """
         name, _, rest = vkey.partition("+")
         hash16, _, key64 = rest.partition("+")
         try:
@@ -92,7 +95,7 @@ class Verifier:
         self.public_key = key[1:]
 
     def verify(self, msg: bytes, sig: bytes) -> bool:
-        """verify reports whether sig (without the 4-byte key hash) is this key's signature of msg."""
+        """Report whether sig (without the 4-byte key hash) is this key's signature of msg."""
         return ed25519.verify(self.public_key, msg, sig)
 
     def __repr__(self) -> str:
@@ -100,7 +103,7 @@ class Verifier:
 
 
 def open_note(msg: bytes, verifier: Verifier) -> str:
-    """open_note returns the text of the signed note msg once a signature by verifier checks out.
+    """Return the text of the signed note msg once a signature by verifier checks out.
 
     The text ends in a newline; signatures by other keys are ignored, as Go's note.Open does.
     Raises NoteError if msg is malformed (bad UTF-8, control characters, no signature block,

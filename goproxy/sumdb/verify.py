@@ -29,8 +29,10 @@ class Verifier:
         return self.sumdb.db.name if self.sumdb is not None else ""
 
     def needs(self, module: str) -> bool:
-        """Report whether module's files are checked: verification is on and module is
-        neither in -gonosumdb nor private."""
+        """Report whether module's files are checked.
+
+        They are when verification is on and module is neither in -gonosumdb nor private.
+        """
         return self.sumdb is not None and not match_any(self.gonosumdb, module) and not self.private(module)
 
     def check_zip(self, module: str, version: str, path: str) -> None:

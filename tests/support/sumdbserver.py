@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from goproxy.modpath import escape_path, escape_version
 from goproxy.sumdb import dirhash, tlog
 from goproxy.sumdb.note import key_hash
+from goproxy.sumdb.tiles import parse_tile_path, read_tile_data
 from tests.support.upstream import Module, Upstream
 
 
@@ -111,13 +112,13 @@ class SumDBServer:
                         return 200, f"{i}\n".encode() + self.records[i] + b"\n" + self.signed
                 return 404, f"not found: {target}".encode()
             try:
-                tile = tlog.parse_tile_path(path)
+                tile = parse_tile_path(path)
             except tlog.TlogError:
                 return 404, b"not found"
             level = tile.l * tile.h
             if tile.l < 0 or (tile.n << tile.h) + tile.w > len(self.records) >> level:
                 return 404, b"no such tile"
-            return 200, tlog.read_tile_data(tile, self._read)
+            return 200, read_tile_data(tile, self._read)
 
     def _serve(self, path: str, h: BaseHTTPRequestHandler) -> bool:
         prefix = f"/sumdb/{self.name}/"
