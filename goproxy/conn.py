@@ -8,6 +8,7 @@ import os
 import socket
 import ssl
 
+from .http1 import HeadError, Request, find_head_end, parse_head
 from .respond import Answer
 
 # States; the loop owns a connection in every state but BUSY (a handler thread has it).
@@ -131,6 +132,21 @@ class Conn:
             raise ShortBody(f"the stored stream ended {self.stream_left} bytes short")
         self.stream_left -= len(data)
         self.out, self.sent = memoryview(data), 0
+
+    def next_request(self) -> Request | HeadError | None:
+        """Return the next complete request already received, its HeadError, or None."""
+        if not self.buf:
+            return None
+        try:
+            end = find_head_end(self.buf, 0)
+            if end < 0:
+                return None
+            req = parse_head(self.buf[:end])
+        except HeadError as err:
+            self.buf = b""
+            return err
+        self.buf = self.buf[end:]
+        return req
 
     def body_sent(self) -> int:
         """Return the body bytes of the current answer sent so far."""
