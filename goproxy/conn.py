@@ -133,6 +133,21 @@ class Conn:
         self.stream_left -= len(data)
         self.out, self.sent = memoryview(data), 0
 
+    def tls_pending(self, size: int) -> bytes:
+        """Return what the TLS layer decrypted and holds beyond the last recv (the selector cannot see it).
+
+        It is read size bytes at a time.
+        """
+        sock = self.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        more = b""
+        while sock.pending():
+            try:
+                more += sock.recv(size)
+            except WOULD_BLOCK:
+                break
+        return more
+
     def next_request(self) -> Request | HeadError | None:
         """Return the next complete request already received, its HeadError, or None."""
         if not self.buf:

@@ -1,9 +1,8 @@
-"""Carry the HTTP/1.1 exchange on each connection of a server loop.
+"""The HTTP/1.1 exchange on each connection of a server loop, from the TLS handshake to the close.
 
-A connection goes from its TLS handshake through reading request heads, to an answer made in
-the loop or in a handler thread, sent in the loop or in that thread, then keep-alive or a
-lingering close. The loop (server.ProxyServer) owns the listening socket, the deadlines and
-stopping; it hands each connection's events here.
+A request head is answered in the loop or in a handler thread and sent there, then comes
+keep-alive or a lingering close. The loop (server.ProxyServer) owns the listening socket, the
+deadlines and stopping; it hands each connection's events here.
 """
 
 from __future__ import annotations
@@ -125,6 +124,11 @@ class Connections:
     # Reading request heads.
 
     def read(self, conn: Conn, now: float) -> None:
+        """Take what conn's client sent: more of a request head, a handshake step, or bytes to discard.
+
+        A complete head is answered in the loop or handed to the pool; a bad one gets its error
+        answer; a client that closed or failed has its connection closed.
+        """
         state = conn.state
         if state == LINGER:
             self._linger_read(conn)
@@ -135,7 +139,7 @@ class Connections:
         try:
             data = conn.sock.recv(RECV)
             if conn.tls:
-                data += self._pending(conn)
+                data += conn.tls_pending(RECV)
         except ssl.SSLWantWriteError:
             self.watch(conn, _WRITE)  # TLS needs to send first: read again once it can
             return
@@ -179,19 +183,6 @@ class Connections:
             return
         conn.fresh = False
         self.send(conn, answer, now)
-
-    @staticmethod
-    def _pending(conn: Conn) -> bytes:
-        """Return what the TLS layer decrypted and holds beyond the last recv (the selector cannot see it)."""
-        sock = conn.sock
-        assert isinstance(sock, ssl.SSLSocket)
-        more = b""
-        while sock.pending():
-            try:
-                more += sock.recv(RECV)
-            except WOULD_BLOCK:
-                break
-        return more
 
     def _dispatch(self, conn: Conn, req: Request) -> None:
         self.waiting.pop(conn, None)
@@ -259,6 +250,7 @@ class Connections:
     # Back in the loop: writing, keep-alive, lingering close.
 
     def resume(self, conn: Conn, now: float) -> None:
+        """Continue conn, handed back by a handler thread, in its conn.after state."""
         after = conn.after
         if after == CLOSED:
             self.close(conn)
@@ -280,6 +272,13 @@ class Connections:
         self.write(conn, now)
 
     def write(self, conn: Conn, now: float) -> None:
+        """Send more of conn's answer now that its socket takes bytes.
+
+        A TLS connection not sending an answer (its handshake or a read waited to send) reads
+        instead. A send that made progress renews the -client-timeout deadline. Once the answer
+        is out, wait for the next request, or linger or close (no keep-alive, or stopping); a
+        streamed body's next piece is read in the pool.
+        """
         if conn.state != WRITE:  # TLS: a handshake or a read that waited to send
             self.read(conn, now)
             return
@@ -334,8 +333,11 @@ class Connections:
         self.watch(conn, _READ)
 
     def _linger(self, conn: Conn, now: float) -> None:
-        """Shut the write side and drain what the client still sends, so it reads the answer
-        before the close (closing with unread bytes would reset the connection and lose it)."""
+        """Close gently: shut the write side, then drain what the client sends for LINGER_TIME.
+
+        So the client reads the answer before the close (closing with unread bytes would reset
+        the connection and lose it).
+        """
         try:
             conn.sock.shutdown(socket.SHUT_WR)
         except OSError:
@@ -377,6 +379,7 @@ class Connections:
         self.record_partial(conn, time.monotonic())
 
     def record_partial(self, conn: Conn, now: float) -> None:
+        """Count and log the body bytes of conn's answer sent so far, and release it (no answer: nothing)."""
         answer = conn.answer
         if answer is not None:
             self.responder.record(answer, conn.client, conn.body_sent(), now)
@@ -384,6 +387,7 @@ class Connections:
             conn.answer = None
 
     def watch(self, conn: Conn, events: int) -> None:
+        """Have the selector report events (EVENT_READ or EVENT_WRITE) for conn, registering it if need be."""
         if conn.events == events:
             return
         if conn.events:
@@ -398,6 +402,7 @@ class Connections:
             conn.events = 0
 
     def close(self, conn: Conn) -> None:
+        """Close conn and forget it; a closed connection is left as it is."""
         if conn.state == CLOSED:
             return
         try:

@@ -1,5 +1,9 @@
-"""The HTTP/1.1 server of one process: a selectors loop holds every connection that is idle, receiving
-a request head, or taking its answer; a bounded pool of handler threads answers requests."""
+"""The HTTP/1.1 server of one process: the selectors loop that accepts, watches and drains connections.
+
+The loop holds every connection that is idle, receiving a request head, or taking its answer;
+a bounded pool of handler threads answers requests. Each connection's exchange is carried by
+connections.Connections.
+"""
 
 from __future__ import annotations
 
@@ -40,9 +44,11 @@ _BUSY_REPLY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; c
 class Background(Protocol):
     """Work beside serving (cache housekeeping): started by its owner, stopped by ProxyServer.stop()."""
 
-    def start(self) -> None: ...
+    def start(self) -> None:
+        """Start the work (its owner calls this)."""
 
-    def stop(self) -> None: ...
+    def stop(self) -> None:
+        """Stop the work (ProxyServer.stop() calls this once the requests in flight have drained)."""
 
 
 class ProxyServer:
@@ -63,19 +69,23 @@ class ProxyServer:
     (HANDSHAKE) is driven by the same events, within -header-timeout of the accept; files then
     go out in pieces read by the loop, since sendfile cannot encrypt. Credentials are checked
     per request by the Responder (Responder._answer, for the loop's answers too), before routing.
+
+    The steps of each connection's exchange are connections.Connections'; the server keeps the
+    listening socket, the hand-backs from handler threads, the deadlines and stopping.
     """
 
     def __init__(self, config: Config, service: Service, metrics: Metrics, background: Sequence[Background] = (),
                  listener: socket.socket | None = None, access: AccessLog | None = None, share: int = 1,
                  routes: Mapping[str, Route] | None = None, control: Access | None = None) -> None:
-        """Serve on listener (a bound, listening socket, shared by share processes), or bind
-        config.host:config.port when None (raises OSError when that fails).
+        """Prepare to serve on listener, or on config.host:config.port when listener is None.
 
-        background jobs are started by their owner and stopped, in order, by stop() once the
-        requests in flight have drained. access receives the access lines (through logging
-        when None). routes answer exact paths beside /metrics (a /health route replaces the
-        plain "ok"). control holds the TLS context, the credentials and the module rules in force
-        (none by default); the server and its Responder read it per connection and per request.
+        listener is a bound, listening socket, shared by share processes; binding
+        config.host:config.port raises OSError when it fails. background jobs are started by
+        their owner and stopped, in order, by stop() once the requests in flight have drained.
+        access receives the access lines (through logging when None). routes answer exact paths
+        beside /metrics (a /health route replaces the plain "ok"). control holds the TLS context,
+        the credentials and the module rules in force (none by default); the server and its
+        Responder read it per connection and per request.
         """
         self.config = config
         self.service = service
@@ -313,6 +323,11 @@ class ProxyServer:
                  self.config.shutdown_timeout, busy)
 
     def _finish(self) -> None:
+        """Close what the loop holds, noting whether a request was still in flight (stop()'s answer).
+
+        A connection a handler thread holds is not closed under it: its socket is shut down, so
+        the thread's next send fails and the thread closes it.
+        """
         with self._lock:
             self._finished = True
             back, self._returned = self._returned, []
@@ -337,9 +352,12 @@ class ProxyServer:
         self._done.set()
 
     def stop(self) -> bool:
-        """Stop accepting, wait up to shutdown_timeout for the requests in flight and the answers
-        being sent, close the rest, then stop the background jobs in order. Returns True when
-        everything finished in time. Call it from any thread but the serving one."""
+        """Stop serving; return True when everything finished in time.
+
+        Stop accepting, wait up to shutdown_timeout for the requests in flight and the answers
+        being sent, close the rest, then stop the background jobs in order. Call it from any
+        thread but the serving one.
+        """
         if not self._stopped:
             self._stopped = True
             self.stopping = True
