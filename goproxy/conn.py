@@ -1,6 +1,8 @@
-"""One client connection: its received bytes, its state in the server loop, and non-blocking
-sending of an answer (bytes, then a file by sendfile or a stream read in chunks; over TLS, a
-file read in pieces)."""
+"""One client connection: its received bytes, its state in the server loop, and sending its answer.
+
+Sending is non-blocking: bytes, then a file by sendfile or a stream read in chunks; over TLS, a
+file read in pieces.
+"""
 
 from __future__ import annotations
 
@@ -80,9 +82,11 @@ class Conn:
             self.stream_left = answer.size
 
     def push(self) -> int:
-        """Send what the socket takes now: DONE when the answer is all out, BLOCKED when the
-        socket is full, REFILL when a streamed body needs its next piece read. Raises OSError
-        when the client is gone, ShortBody when a file ends early.
+        """Send what the socket takes now, and say why it stopped.
+
+        Return DONE when the answer is all out, BLOCKED when the socket is full, REFILL when a
+        streamed body needs its next piece read. Raise OSError when the client is gone,
+        ShortBody when a file ends early.
 
         Over TLS a local file is read here, a piece at a time (reads of the page cache are
         quick; encrypting is the socket's work), and a blocked send is retried with the same
@@ -134,9 +138,9 @@ class Conn:
         self.out, self.sent = memoryview(data), 0
 
     def tls_pending(self, size: int) -> bytes:
-        """Return what the TLS layer decrypted and holds beyond the last recv (the selector cannot see it).
+        """Return what the TLS layer decrypted and holds beyond the last recv, read size bytes at a time.
 
-        It is read size bytes at a time.
+        The selector cannot see these bytes.
         """
         sock = self.sock
         assert isinstance(sock, ssl.SSLSocket)
