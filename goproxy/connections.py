@@ -224,7 +224,7 @@ class Connections:
                       else self.responder.answer(nxt, self.loop.stopping, conn.client))
 
     def _push_here(self, conn: Conn) -> int:
-        """Send in this (handler) thread until done or blocked; CLOSED when the connection failed."""
+        """Send in this (handler) thread until DONE or BLOCKED, and return which; CLOSED when the connection failed."""
         while True:
             try:
                 result = conn.push()
@@ -239,7 +239,7 @@ class Connections:
                 return CLOSED
 
     def _complete(self, conn: Conn, now: float) -> Answer:
-        """Count and log the answer just sent in full, and release its blob."""
+        """Count and log the answer just sent in full, release its blob, and return it."""
         answer = conn.answer
         assert answer is not None
         self.responder.record(answer, conn.client, len(answer.data) - answer.head_len + answer.size, now)
@@ -357,7 +357,7 @@ class Connections:
             pass
         self.close(conn)
 
-    # Deadlines, failures, closing.
+    # Failures, watching, closing.
 
     def _gone(self, conn: Conn, exc: OSError, now: float) -> None:
         """Log, in one line, a client that went away (reset, broken pipe) and count what it got."""
