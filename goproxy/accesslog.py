@@ -44,7 +44,7 @@ class AccessLog:
         self._lines.append((time.time(), text))
 
     def start(self) -> AccessLog:
-        """Start the writer thread (a daemon); returns self."""
+        """Start the writer thread (a daemon); return self."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="goproxy-access-log", daemon=True)
             self._thread.start()

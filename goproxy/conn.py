@@ -1,6 +1,8 @@
-"""One client connection: its received bytes, its state in the server loop, and non-blocking
-sending of an answer (bytes, then a file by sendfile or a stream read in chunks; over TLS, a
-file read in pieces)."""
+"""One client connection: its received bytes, its state in the server loop, and sending its answer.
+
+Sending is non-blocking: bytes, then a file by sendfile or a stream read in chunks; over TLS, a
+file read in pieces.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import os
 import socket
 import ssl
 
+from .http1 import HeadError, Request, find_head_end, parse_head
 from .respond import Answer
 
 # States; the loop owns a connection in every state but BUSY (a handler thread has it).
@@ -79,9 +82,11 @@ class Conn:
             self.stream_left = answer.size
 
     def push(self) -> int:
-        """Send what the socket takes now: DONE when the answer is all out, BLOCKED when the
-        socket is full, REFILL when a streamed body needs its next piece read. Raises OSError
-        when the client is gone, ShortBody when a file ends early.
+        """Send what the socket takes now, and say why it stopped.
+
+        Return DONE when the answer is all out, BLOCKED when the socket is full, REFILL when a
+        streamed body needs its next piece read. Raise OSError when the client is gone,
+        ShortBody when a file ends early.
 
         Over TLS a local file is read here, a piece at a time (reads of the page cache are
         quick; encrypting is the socket's work), and a blocked send is retried with the same
@@ -131,6 +136,36 @@ class Conn:
             raise ShortBody(f"the stored stream ended {self.stream_left} bytes short")
         self.stream_left -= len(data)
         self.out, self.sent = memoryview(data), 0
+
+    def tls_pending(self, size: int) -> bytes:
+        """Return what the TLS layer decrypted and holds beyond the last recv, read size bytes at a time.
+
+        The selector cannot see these bytes.
+        """
+        sock = self.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        more = b""
+        while sock.pending():
+            try:
+                more += sock.recv(size)
+            except WOULD_BLOCK:
+                break
+        return more
+
+    def next_request(self) -> Request | HeadError | None:
+        """Return the next complete request already received, its HeadError, or None."""
+        if not self.buf:
+            return None
+        try:
+            end = find_head_end(self.buf, 0)
+            if end < 0:
+                return None
+            req = parse_head(self.buf[:end])
+        except HeadError as err:
+            self.buf = b""
+            return err
+        self.buf = self.buf[end:]
+        return req
 
     def body_sent(self) -> int:
         """Return the body bytes of the current answer sent so far."""

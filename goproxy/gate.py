@@ -1,5 +1,8 @@
-"""Module rules applied to the service's answers: denied versions refused, offline modules served from the
-cache alone, denied versions left out of lists and never the answer to @latest or a query."""
+"""Module rules applied to the service's answers.
+
+Denied versions are refused, offline modules served from the cache alone, and denied versions
+left out of lists and never the answer to @latest or a query.
+"""
 
 from __future__ import annotations
 
@@ -29,8 +32,10 @@ def is_release(version: str) -> bool:
 
 
 def newest(versions: list[str]) -> str | None:
-    """Return the version the go command takes as latest from a list: the highest release, else the
-    highest pre-release; None for an empty list."""
+    """Return the version the go command takes as latest from a list.
+
+    That is the highest release, else the highest pre-release; None for an empty list.
+    """
     best: str | None = None
     for v in [v for v in versions if is_release(v)] or versions:
         if best is None or compare_versions(v, best) > 0:
@@ -57,7 +62,8 @@ class Content(Protocol):
 
     blob: Blob
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release the content."""
 
 
 Reply = TypeVar("Reply", bound=Content)
@@ -71,7 +77,7 @@ class RuleGate(Generic[Reply]):
 
     def __init__(self, serve: Callable[[Artifact], Reply], cached: Callable[[Artifact], Reply | None],
                  reply: Callable[[Reply, bytes], Reply]) -> None:
-        """reply(r, body) returns a copy of Reply r whose content is body."""
+        """Gate serve and cached; reply(r, body) returns a copy of Reply r whose content is body."""
         self._serve = serve
         self._cached = cached
         self._reply = reply
@@ -105,6 +111,7 @@ class RuleGate(Generic[Reply]):
         return reply
 
     def _filtered(self, req: Artifact, reply: Reply, rules: Rules) -> Reply:
+        """Return a copy of the @v/list reply without the versions rules deny."""
         body = _read(reply)
         versions = list_versions(body)
         allowed = rules.filter_versions(req.module, versions)
@@ -113,6 +120,11 @@ class RuleGate(Generic[Reply]):
         return self._reply(reply, "".join(v + "\n" for v in allowed).encode())
 
     def _resolved(self, req: Artifact, reply: Reply, rules: Rules) -> Reply:
+        """Return the @latest or query reply, or the newest allowed version's .info when it names a denied one.
+
+        Raises Denied for a query (.info) that resolves to a denied version, and when no allowed
+        version is left.
+        """
         body = _read(reply)
         version = resolved_version(body)
         decision = rules.decide(req.module, version) if version is not None else None

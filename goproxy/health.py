@@ -92,11 +92,13 @@ class Health:
     the first such try when another upstream could be asked instead), or after down_after
     requests in a row gave up on it after a 5xx; any answer below 500 in between starts both
     counts again. It comes back on its first answer (a request's or a probe's).
+
     While it is down, at most one probe at a time runs, the first first_probe seconds after it
     went down, then backing off (doubling) to max_probe. Probes start when something asks
     about the upstream (available, probe_due), in the background through spawn. Each change
     of state is logged once and exported as the gauge goproxy_upstream_up. clock is the time
     source (seconds); the times report() gives are its, so a wall clock (time.time) suits them.
+
     Requests report how each try ended (finished): the last success, the last error and the
     latest LATENCY_WINDOW latencies are kept. Functions given to watch() are told of each change.
     """
@@ -150,9 +152,12 @@ class Health:
         self._notify()
 
     def finished(self, name: str, latency: float | None, error: str = "") -> None:
-        """Record how one try at upstream name ended: latency is the seconds to its response
-        headers (None when it gave no answer); error is "" when it served the request (or said
-        not found), else the failure's one-line description (passwords are masked here)."""
+        """Record how one try at upstream name ended.
+
+        latency is the seconds to its response headers (None when it gave no answer); error is
+        "" when it served the request (or said not found), else the failure's one-line
+        description (passwords are masked here).
+        """
         with self._lock:
             st = self._states.get(name)
             if st is None:
@@ -182,10 +187,13 @@ class Health:
             changed()
 
     def no_answer(self, name: str, reason: str, elsewhere: bool = False) -> None:
-        """Record a try that got no answer from upstream name; the no_answer_limit-th in a row
-        marks it down, and so does the first when another upstream could be asked instead
-        (elsewhere): then a wrong guess costs little (the others serve, a probe brings it back)
-        while a right one saves every later request a whole timeout."""
+        """Record a try that got no answer from upstream name; enough in a row mark it down.
+
+        The no_answer_limit-th in a row marks it down, and so does the first when another
+        upstream could be asked instead (elsewhere): then a wrong guess costs little (the others
+        serve, a probe brings it back) while a right one saves every later request a whole
+        timeout.
+        """
         with self._lock:
             st = self._states.get(name)
             if st is None:
@@ -198,8 +206,10 @@ class Health:
             self._log_down(name, why)
 
     def failed(self, name: str, reason: str) -> None:
-        """Record a request that gave up on upstream name (a 5xx on its last try); the
-        down_after-th in a row marks it down."""
+        """Record a request that gave up on upstream name (a 5xx on its last try).
+
+        The down_after-th in a row marks it down.
+        """
         with self._lock:
             st = self._states.get(name)
             if st is None:

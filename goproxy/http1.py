@@ -110,6 +110,7 @@ def find_head_end(buf: bytes | bytearray, start: int = 0) -> int:
     resumes three bytes before it, so a CRLF CRLF split across reads is found. One empty line
     (CRLF) before the request line is ignored, as RFC 9112 section 2.2 asks; a second one
     ends an empty head, which parse_head refuses.
+
     Raises HeadError as soon as buf can no longer begin a head the server accepts, so a reader
     stops reading early: 414 for a request line over MAX_REQUEST_LINE, 431 for a head over
     MAX_HEAD or with more than MAX_FIELDS fields; and while the head is incomplete, 400 for a
@@ -157,6 +158,7 @@ def parse_head(data: bytes | bytearray) -> Request:
 
     data is the head exactly as find_head_end delimits it: from the first byte through the
     CRLF CRLF that ends it (one leading empty line is ignored).
+
     Raises HeadError: 414/431 for heads over the limits; 505 for a version other than HTTP/1.0
     and HTTP/1.1; 501 for a Transfer-Encoding other than exactly "chunked"; 400 for anything
     malformed or ambiguous: a request line other than METHOD SP target SP version, a target not

@@ -1,5 +1,8 @@
-"""Thread pools of one process: the bounded handler pool for requests whose head has arrived (few
-runnable at once), and the spawner that runs each fetch at once on a reused thread."""
+"""Thread pools of one process: the bounded handler pool, and the spawner of fetch threads.
+
+The handler pool answers requests whose head has arrived (few runnable at once); the spawner
+runs each fetch at once on a reused thread.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""What to answer a parsed request: routing, the service's reply or the error's status, response
-heads, and the access line and metrics of each exchange."""
+"""What to answer a parsed request, and the access line and metrics of each exchange.
+
+Routing, the service's reply or the error's status, and response heads.
+"""
 
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ class Answer:
 
     def __init__(self, status: int, head: bytes, body: bytes, blob: Blob | None, size: int, keep: bool,
                  linger: bool, endpoint: str, source: str, method: str, target: str, started: float) -> None:
-        """Send head and body, then size bytes of blob (when not None)."""
+        """Hold a response that sends head and body, then size bytes of blob (when not None)."""
         self.status, self.data, self.head_len = status, head + body if body else head, len(head)
         self.blob, self.size = blob, size
         self.keep, self.linger = keep, linger
@@ -54,13 +56,13 @@ class Answer:
 
 
 class Responder:
-    """Answer requests: the extra routes, /health (unless a route answers it), and the protocol's
-    paths through the service.
+    """Answer requests: the extra routes, /health (unless a route answers it), the protocol's paths.
 
-    Errors map to responses here, by class: a ProxyError gives its status and message as one
-    line of text; anything else is logged with its traceback and answered 500. With credentials
-    in control, a request without a valid one is answered 401 before routing (but /health,
-    /ready, and /metrics when control says so).
+    The protocol's paths are answered through the service. Errors map to responses here, by
+    class: a ProxyError gives its status and message as one line of text; anything else is
+    logged with its traceback and answered 500. With credentials in control, a request without
+    a valid one is answered 401 before routing (but /health, /ready, and /metrics when control
+    says so).
     """
 
     def __init__(self, config: Config, service: Service, metrics: Metrics, access: AccessLog,
@@ -204,6 +206,11 @@ class Responder:
 
     def _error(self, exc: ProxyError, extra: list[tuple[str, str]], keep: bool, req: Request, endpoint: str,
                started: float) -> Answer:
+        """Return the answer for exc: its status, and its message as one line of text.
+
+        A 5xx status other than 502 closes the connection; 405 names the allowed methods; 404 and
+        410 may be cached for -not-found-ttl, any other error not at all.
+        """
         status = exc.status
         if status >= 500 and status != 502:
             keep = False

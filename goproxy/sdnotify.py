@@ -9,7 +9,7 @@ log = logging.getLogger(__name__)
 
 
 class Notifier:
-    """Notifier sends state lines ("READY=1", "STOPPING=1") to systemd; a no-op without a socket.
+    """A sender of state lines ("READY=1", "STOPPING=1") to systemd; a no-op without a socket.
 
     address is the NOTIFY_SOCKET value: a filesystem path, or "@name" for the abstract namespace.
     """
@@ -23,11 +23,14 @@ class Notifier:
 
     @property
     def enabled(self) -> bool:
-        """enabled reports whether a notify socket was given."""
+        """Whether a notify socket was given (a path, or "@name")."""
         return bool(self.address) and (self.address.startswith(("/", "@")))
 
     def notify(self, *states: str) -> bool:
-        """notify sends the states as one datagram; returns False (and logs) when it cannot."""
+        """Send the states as one datagram; return False (and log why) when it cannot be sent.
+
+        Without a notify socket, send nothing and return False.
+        """
         if not self.enabled:
             return False
         message = "\n".join(states).encode()

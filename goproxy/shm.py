@@ -1,5 +1,7 @@
-"""Shared memory for metric values: a region of slots, one per process, inherited across fork; and
-beside each slot a board, where its process posts one small document for the others to read.
+"""Shared memory for metric values, and beside them each process's board of one posted document.
+
+A region of slots, one per process, is inherited across fork; beside each slot is a board, where
+its process posts one small document for the others to read.
 
 A slot is a header and then entries, each a length-prefixed key and an 8-byte float value.
 Only the process owning a slot writes it (under its own locks); any process reads every slot.
@@ -44,11 +46,11 @@ def _align(n: int) -> int:
 
 
 class Region:
-    """An anonymous shared mapping of slots and their boards (slots × (SLOT_SIZE + BOARD_SIZE)
-    bytes; untouched pages cost nothing).
+    """An anonymous shared mapping of slots and their boards.
 
-    Created before fork, it is the same memory in the parent and every worker. A new region has
-    its first slot live. created is when it was made (Unix time): the server's start, for every
+    It takes slots × (SLOT_SIZE + BOARD_SIZE) bytes; untouched pages cost nothing. Created
+    before fork, it is the same memory in the parent and every worker. A new region has its
+    first slot live. created is when it was made (Unix time): the server's start, for every
     process that inherits it.
     """
 
@@ -63,7 +65,10 @@ class Region:
         self.set_state(0, LIVE)
 
     def slot(self, index: int) -> Slot:
-        """Return slot index, for the process that writes it (it adopts the entries already there)."""
+        """Return slot index, for the process that writes it (it adopts the entries already there).
+
+        Raises IndexError for an index outside the region.
+        """
         if not 0 <= index < self.slots:
             raise IndexError(f"slot {index} outside a region of {self.slots}")
         return Slot(memoryview(self._mem)[index * SLOT_SIZE:(index + 1) * SLOT_SIZE], index)
@@ -74,7 +79,10 @@ class Region:
         return self.slots * SLOT_SIZE + index * BOARD_SIZE
 
     def post(self, index: int, document: bytes) -> bool:
-        """Replace board index's document (only slot index's process may); False when it does not fit."""
+        """Replace board index's document (only slot index's process may); False when it does not fit.
+
+        Raises IndexError for an index outside the region.
+        """
         if len(document) > BOARD_SIZE - _BOARD_HEADER.size:
             return False
         at = self._board(index)
@@ -84,8 +92,11 @@ class Region:
         return True
 
     def board(self, index: int) -> bytes | None:
-        """Return board index's document, None when nothing was posted there (or no whole copy
-        could be read while its process kept posting)."""
+        """Return board index's document, or None when there is none to read.
+
+        None means nothing was posted there, or no whole copy could be read while its process
+        kept posting. Raises IndexError for an index outside the region.
+        """
         at = self._board(index)
         for _ in range(_READ_TRIES):
             length, crc = _BOARD_HEADER.unpack_from(self._mem, at)
@@ -106,7 +117,10 @@ class Region:
         _U32.pack_into(self._mem, index * SLOT_SIZE, state)
 
     def claim(self) -> int | None:
-        """Mark a dormant slot live (its counters go on counting), else a free one; None when full."""
+        """Mark a dormant slot live (its counters go on counting), else a free one; return its index.
+
+        Return None when no slot is dormant or free (the region is full).
+        """
         with self._claim:
             for wanted in (DORMANT, FREE):
                 for i in range(1, self.slots):
@@ -141,8 +155,10 @@ def _walk(mem: memoryview) -> Iterator[tuple[str, int]]:
 
 
 class Slot:
-    """One process's part of a region (the index-th): keys mapped to value offsets, values added
-    or set in place."""
+    """One process's part of a region (the index-th).
+
+    Keys are mapped to value offsets; values are added or set in place.
+    """
 
     def __init__(self, mem: memoryview, index: int = 0) -> None:
         self.index = index

@@ -1,5 +1,7 @@
-"""One worker process: serve on the listening socket the parent bound, report to the parent over a
-control socket (ready, a fatal start-up error, last-used times), drain on SIGTERM."""
+"""One worker process: serve on the listening socket the parent bound, report to it, drain on SIGTERM.
+
+The reports go over a control socket: ready, a fatal start-up error, last-used times.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ class Control:
         self._lock = threading.Lock()
 
     def send(self, line: str) -> None:
-        """Send one message line (no newline in it); raises OSError when the parent is gone."""
+        """Send one message line (no newline in it); raise OSError when the parent is gone."""
         with self._lock:
             self.sock.sendall(line.encode("utf-8", "replace") + b"\n")
 
@@ -55,6 +57,7 @@ def run(index: int, config: Config, listener: socket.socket, control: socket.soc
     thread at the fork would block it forever), sets up logging with a "[wN] " tag, builds the
     server with build, starts its background jobs, says "ready" once serving and "fatal <reason>"
     when the build fails.
+
     SIGTERM drains it (-shutdown-timeout); SIGINT and SIGHUP are the parent's to handle. When
     the control socket closes (the parent died) it stops too. forward_uses(control) gives the
     worker's use recorder and the function that stops it, sending what is left.

@@ -1,5 +1,8 @@
-"""The parent of the worker processes: fork them on the socket it bound, restart the ones that die,
-replace them one at a time on reload, drain them on stop; it also runs the housekeeping."""
+"""The parent of the worker processes, which also runs the housekeeping.
+
+It forks the workers on the socket it bound, restarts the ones that die, replaces them one at a
+time on reload, and drains them on stop.
+"""
 
 from __future__ import annotations
 
@@ -60,9 +63,11 @@ class Worker:
 
 
 class Supervisor:
-    """Keep count workers serving; handle SIGTERM/SIGINT (drain all, exit 0), SIGHUP (reload the
-    config and replace the workers one at a time) and worker deaths (restart with backoff; a
-    worker that keeps dying at start stops the server with its reason, exit 1).
+    """Keep count workers serving, through signals and worker deaths.
+
+    It handles SIGTERM/SIGINT (drain all, exit 0), SIGHUP (reload the config and replace the
+    workers one at a time) and worker deaths (restart with backoff; a worker that keeps dying at
+    start stops the server with its reason, exit 1).
 
     on_use receives (key, time) of the uses the workers report; on_ready runs once when every
     first worker is serving; reload returns a fresh Config (raising ConfigError when invalid);
@@ -204,9 +209,12 @@ class Supervisor:
         return w
 
     def _forget_parent_state(self, parent_end: socket.socket) -> None:
-        """In a new child: drop the parent's signal set-up and its ends of every control socket
-        (a sibling holding one would hide the parent's death from that worker), and the capture
-        of its warnings (the parent's board is not the worker's to post on)."""
+        """Drop, in a new child, what it inherited of the parent's state.
+
+        That is the parent's signal set-up and its ends of every control socket (a sibling
+        holding one would hide the parent's death from that worker), and the capture of its
+        warnings (the parent's board is not the worker's to post on).
+        """
         logging.getLogger().removeHandler(self._ring)
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)

@@ -123,7 +123,7 @@ def test_a_head_left_in_the_tls_layer_after_a_read_is_not_forgotten(tls_proxy: P
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     # Reads smaller than a TLS record leave the rest decrypted in the TLS layer, where the selector
     # cannot see it: the server must take it before it waits for the socket again.
-    monkeypatch.setattr("goproxy.server.RECV", 256)
+    monkeypatch.setattr("goproxy.connections.RECV", 256)
     with socket.create_connection(("127.0.0.1", tls_proxy.port), timeout=10) as raw, \
             certs.client_context().wrap_socket(raw, server_hostname="127.0.0.1") as s:
         s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 3000 + b"\r\nConnection: close\r\n\r\n")

@@ -141,7 +141,7 @@ def test_at_the_connection_cap_the_longest_idle_connection_makes_room(make_proxy
     proxy = make_proxy([upstream.url], max_connections=20)
     idle = [connect(proxy) for _ in range(20)]
     try:
-        wait_for(lambda: len(proxy._conns) == 20)
+        wait_for(lambda: len(proxy.connections.live) == 20)
         for _ in range(5):
             assert get(proxy, "/health")[0] == 200  # never locked out
         idle[0].settimeout(5)
