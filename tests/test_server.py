@@ -126,6 +126,17 @@ def test_a_head_sent_one_byte_at_a_time_is_cut_at_the_header_timeout(served: Pro
     assert data.startswith(b"HTTP/1.1 408 Request Timeout") or data == b""
 
 
+def test_a_head_that_stops_arriving_is_answered_408_then_closed(served: ProxyServer) -> None:
+    with connect(served) as s:
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # and then nothing more
+        s.settimeout(5)
+        data = b""
+        while chunk := s.recv(65536):  # to the close; a server that never closes times the test out
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert b"\r\nConnection: close\r\n" in data
+
+
 def test_idle_keep_alive_connection_is_closed_after_the_client_timeout(served: ProxyServer) -> None:
     with connect(served) as s:
         s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
