@@ -14,6 +14,7 @@ from .config import Config
 from .download import Downloader
 from .errors import NotFound, ProxyError, StorageError, TransientError, UpstreamError
 from .gate import RuleGate
+from .gomod import check_gomod
 from .locks import KeyLocks
 from .modpath import Artifact, SumdbRequest, unescape_path
 from .net.http import Response
@@ -24,7 +25,7 @@ from .storage.base import Blob, Fence, LeaseLost, Storage
 from .sumdb.client import Sources, check_answer
 from .sumdb.verify import Verifier
 from .upstream import InvalidAnswer, Upstream, UpstreamDown, Upstreams
-from .validate import InvalidContent, check_gomod, check_info, check_list, looks_like_html
+from .validate import InvalidContent, check_info, check_list, looks_like_html
 
 log = logging.getLogger(__name__)
 
