@@ -1,4 +1,4 @@
-"""Zip downloads: parallel Range requests, resume from .part/.tmp after a restart, a FIFO limit."""
+"""Zip downloads: one stream or parallel Range requests, resumed after a restart, checked before commit."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ _UNSATISFIED = re.compile(r"bytes \*/(\d+)")
 
 
 def _content_range(resp: Response) -> tuple[int, int, int] | None:
-    """_content_range parses "bytes a-b/total"; None when missing or malformed."""
+    """Return resp's Content-Range "bytes a-b/total" as (a, b, total); None when missing or malformed."""
     m = _CONTENT_RANGE.fullmatch(resp.header("Content-Range").strip())
     if not m:
         return None
@@ -50,15 +50,18 @@ def _validator(resp: Response) -> str:
 
 
 class _Changed(Exception):
-    """_Changed: a chunk answer does not fit the others (the zip changed upstream); start over.
+    """A chunk answer does not fit the others (the zip changed upstream); start over.
 
-    Not a ProxyError, so no retry or fallback loop swallows it on the way up to _Job.run."""
+    Not a ProxyError, so no retry or fallback loop swallows it on the way up to _Job.run.
+    """
 
 
 class _Refused(Exception):
-    """_Refused carries the storage's refusal of a commit (StoreUnavailable, LeaseLost,
-    StorageError) up past the upstream retry and fallback loops, which would take any ProxyError
-    raised while reading an answer for the upstream's fault; _Job._run raises the original."""
+    """The storage's refusal of a commit (StoreUnavailable, LeaseLost, StorageError), carried up.
+
+    It passes the upstream retry and fallback loops, which would take any ProxyError raised
+    while reading an answer for the upstream's fault; _Job._run raises the original.
+    """
 
     def __init__(self, error: ProxyError) -> None:
         super().__init__(str(error))
@@ -66,8 +69,7 @@ class _Refused(Exception):
 
 
 class Downloader:
-    """Fetch module zips into storage: parallel Range chunks for big zips, one resumable stream
-    otherwise.
+    """Fetch module zips into storage: parallel Range chunks for big zips, else one resumable stream.
 
     Nothing that cannot be the module zip asked for is committed: the first bytes must start a
     zip (an HTML page is refused at once, not after the whole body), and the complete file must
@@ -103,8 +105,11 @@ class Downloader:
 
 
 class _Job:
-    """_Job is one zip download with its files: <final>.part (stream), <final>.tmp + .state
-    (parallel), and <final>.lock held while it runs."""
+    """One zip download with its files.
+
+    They are <final>.part (one stream), <final>.tmp and .state (parallel chunks), and
+    <final>.lock, held while it runs (partial.exclusive).
+    """
 
     def __init__(self, d: Downloader, req: Artifact, path: str, name: str, fence: Fence | None,
                  on_answer: Callable[[], None]) -> None:
@@ -118,6 +123,7 @@ class _Job:
         self.lock = threading.Lock()
 
     def run(self) -> None:
+        """Download and commit the zip, unless another process committed it while this one waited."""
         with contextlib.ExitStack() as stack:
             try:
                 stack.enter_context(exclusive(self.d.storage, self.req.key, self.final + ".lock", self.name))
@@ -221,8 +227,10 @@ class _Job:
     # Single stream into .part.
 
     def _stream(self, resp: Response, offset: int) -> bool:
-        """_stream writes resp's body into .part at offset (0 truncates); commits when complete
-        and returns True then, False when more is to come."""
+        """Write resp's body into .part at offset (0 truncates); commit it when complete.
+
+        Returns True once committed, False when more is to come.
+        """
         if resp.status not in (200, 206):
             raise TransientError(f"{resp.url}: unexpected {resp.status} {resp.header('Content-Range')!r}")
         cr = _content_range(resp) if resp.status == 206 else None
@@ -275,8 +283,7 @@ class _Job:
     # Parallel chunks into .tmp.
 
     def _parallel(self, state: ChunkState, first: Response | None, up: Upstream | None) -> None:
-        """_parallel fetches the chunks state lacks, first (the answer for chunk 0) included,
-        then commits the .tmp."""
+        """Fetch the chunks state lacks, first (the answer for chunk 0) included, then commit the .tmp."""
         self.bar.total = state.size
         self.bar.set(sum(state.span(i)[1] + 1 - state.span(i)[0] for i in state.done))
         todo = [i for i in range(state.chunks()) if i not in state.done]
@@ -322,7 +329,7 @@ class _Job:
         return up
 
     def _write_chunk(self, resp: Response, i: int, state: ChunkState) -> None:
-        """_write_chunk stores chunk i from a 206 answer at its offset and records it as done."""
+        """Store chunk i from a 206 answer at its offset and record it as done."""
         start, end = state.span(i)
         cr = _content_range(resp)
         if resp.status != 206 or cr is None or cr[2] != state.size or cr[0] != start or cr[1] > end:
@@ -364,8 +371,10 @@ class _Job:
     # Commit.
 
     def _commit(self, path: str, size: int) -> None:
-        """_commit checks size, verifies, fsyncs and renames path into place; on a failed check
-        the partial file is removed (it can never become an artifact)."""
+        """Check path's size, verify it, fsync it and commit it as the zip.
+
+        On a failed check the partial file is removed (it can never become an artifact).
+        """
         actual = os.path.getsize(path)
         try:
             if actual != size:

@@ -240,9 +240,12 @@ class Fetcher:
         return True
 
     def _fetch_small(self, req: Artifact | SumdbRequest, upstream_path: str) -> bytes:
-        """Return a checked small answer for req: a module file from the upstreams, or a checksum
-        database file from wherever that database is served; a go.mod is also checked against
-        the checksum database."""
+        """Return a checked small answer for req (any artifact but a zip).
+
+        A module file comes from the upstreams, a checksum database file from wherever that
+        database is served. The answer must pass check_content (else InvalidAnswer from its
+        upstream); a go.mod is also checked against the checksum database.
+        """
         def consume(resp: Response, up: Upstream) -> bytes:
             data = _read_small(resp)
             try:

@@ -33,7 +33,7 @@ IMMUTABLE_CACHE_CONTROL = "public, max-age=31536000, immutable"
 
 
 def mutable_cache_control(ttl: float) -> str:
-    """mutable_cache_control is the Cache-Control of list, @latest and query answers."""
+    """Return the Cache-Control of list, @latest and query answers: public for ttl seconds."""
     return f"public, max-age={int(ttl)}"
 
 
@@ -52,17 +52,17 @@ class Reply:
 
 
 class Service:
-    """Service answers protocol requests from the cache, filling misses from the upstreams."""
+    """The proxy's answers to protocol requests: from the cache, filling misses from the upstreams."""
 
     def __init__(self, config: Config, storage: Storage, upstreams: Upstreams, flights: SingleFlight[bool],
                  verifier: Verifier, downloader: Downloader, locks: KeyLocks,
                  on_use: Callable[[str], None] | None = None, clock: Callable[[], float] = time.time,
                  sumdbs: Callable[[str], Sources | None] = lambda name: None, control: Access | None = None
                  ) -> None:
-        """Answer from storage, fetching misses through upstreams, one fetch per key (flights
-        in this process, locks across the processes sharing storage).
+        """Answer from storage, fetching misses through upstreams, one fetch per key.
 
-        Zips are fetched by downloader; go.mod files are checked by verifier before they are
+        One fetch per key means flights in this process, locks across the processes sharing
+        storage (fetch.Fetcher runs them). Zips are fetched by downloader; go.mod files are checked by verifier before they are
         kept. on_use, when given, is called with the cache key of every module artifact
         requested (before it is served); it must be cheap and never block. sumdbs(name) says
         where checksum database name is read from when it is served under /sumdb/ (None: not
@@ -87,7 +87,7 @@ class Service:
         self._gate: RuleGate[Reply] = RuleGate(self._serve_artifact, self._serve_cached, _with_body)
 
     def serve(self, req: Artifact | SumdbRequest) -> Reply:
-        """serve returns the reply for a parsed request; raises a ProxyError subclass on failure."""
+        """Return the reply for a parsed request; raise a ProxyError subclass on failure."""
         deadline = self._deadline()
         if isinstance(req, SumdbRequest):
             sources = self.sumdbs(req.name)

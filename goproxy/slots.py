@@ -21,6 +21,10 @@ class Slots:
         self._queue: deque[object] = deque()
 
     def acquire(self, name: str) -> None:
+        """Wait for a slot for the download of name (logged when it must queue), then take it.
+
+        Updates the downloads_active and downloads_queued gauges.
+        """
         with self._cond:
             if self.limit <= 0 or (self._active < self.limit and not self._queue):
                 self._active += 1
@@ -39,6 +43,7 @@ class Slots:
             self._cond.notify_all()
 
     def release(self) -> None:
+        """Give back a slot taken by acquire, waking the first download in line."""
         with self._cond:
             self._active -= 1
             self.metrics.downloads_active.set(self._active)
