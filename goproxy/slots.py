@@ -43,7 +43,7 @@ class Slots:
             self._cond.notify_all()
 
     def release(self) -> None:
-        """Give back a slot taken by acquire, waking the first download in line."""
+        """Give back a slot taken by acquire, so the first download in line may take it."""
         with self._cond:
             self._active -= 1
             self.metrics.downloads_active.set(self._active)
