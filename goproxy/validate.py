@@ -33,6 +33,7 @@ class InvalidContent(ValueError):
 
 
 def shown(head: bytes) -> str:
+    """Return the first 15 bytes of head quoted as text, for a message naming what a body starts with."""
     return repr(head[:15].decode("ascii", "backslashreplace"))
 
 
