@@ -90,11 +90,11 @@ class Downloader:
 
     def fetch(self, req: Artifact, upstream_path: str, fence: Fence | None = None,
               on_answer: Callable[[], None] | None = None) -> None:
-        """Download req's zip and commit it; raise ProxyError. Partial work stays on disk.
+        """Download req's zip and commit it; raise ProxyError.
 
-        fence, when given, is asked right before the commit (LeaseLost when the caller's lock
-        on the key was lost meanwhile); on_answer, when given, is called when an upstream starts
-        sending the zip.
+        Partial work stays on disk for a later resume. fence, when given, is asked right before
+        the commit (LeaseLost when the caller's lock on the key was lost meanwhile); on_answer,
+        when given, is called when an upstream starts sending the zip.
         """
         name = f"{req.module}@{req.version}"
         self._slots.acquire(name)

@@ -235,7 +235,7 @@ class Fetcher:
         elapsed = time.monotonic() - started
         kind = req.kind if isinstance(req, Artifact) else "sumdb"
         self.upstreams.metrics.upstream_seconds.observe(elapsed, kind=kind)
-        if not zip_artifact:  # fetch_zip logs its own line
+        if not zip_artifact:  # the download logs its own line (Progress.finished)
             log.info("fetched %s in %.3fs", req.key, elapsed)
         return True
 

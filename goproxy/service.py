@@ -61,13 +61,13 @@ class Service:
                  ) -> None:
         """Answer from storage, fetching misses through upstreams, one fetch per key.
 
-        One fetch per key means flights in this process, locks across the processes sharing
-        storage (fetch.Fetcher runs them). Zips are fetched by downloader; go.mod files are checked by verifier before they are
-        kept. on_use, when given, is called with the cache key of every module artifact
-        requested (before it is served); it must be cheap and never block. sumdbs(name) says
-        where checksum database name is read from when it is served under /sumdb/ (None: not
-        served here). control holds the module rules in force (read per request, so a reload
-        applies at once): they decide module artifacts, cached ones too (gate.RuleGate).
+        One fetch per key means flights in this process, locks across the processes sharing storage
+        (fetch.Fetcher runs them). Zips are fetched by downloader; go.mod files are checked by verifier
+        before they are kept. on_use, when given, is called with the cache key of every module artifact
+        requested (before it is served); it must be cheap and never block. sumdbs(name) says where
+        checksum database name is read from when it is served under /sumdb/ (None: not served here).
+        control holds the module rules in force (read per request, so a reload applies at once): they
+        decide module artifacts, cached ones too (gate.RuleGate).
         """
         self.config = config
         self.storage = storage
