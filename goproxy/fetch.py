@@ -41,8 +41,8 @@ class FetchTimeout(UpstreamError):
 class NotFoundMemory:
     """The upstream not-founds of recent fetches, by cache key, kept for -not-found-ttl.
 
-    Nothing is remembered while -not-found-ttl is 0. Past 10,000 keys, those older than
-    -max-stale are dropped. Safe for many threads.
+    Nothing is remembered while -not-found-ttl is 0. Past 10,000 keys, those that expired more
+    than -max-stale ago are dropped. Safe for many threads.
     """
 
     def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
