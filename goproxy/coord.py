@@ -1,5 +1,8 @@
-"""Coordination of replicas through Redis: key locks held by renewed leases, shared last-used
-times, and the lock that lets one replica at a time clean the shared store."""
+"""Coordination of replicas through Redis: key locks, shared last-used times, the cleanup lock.
+
+Key locks are held by leases their holders renew; the cleanup lock lets one replica at a time
+clean the shared store.
+"""
 
 from __future__ import annotations
 

@@ -1,27 +1,24 @@
-"""Zip downloads: parallel Range requests, resume from .part/.tmp after a restart, a FIFO limit."""
+"""Zip downloads: one stream or parallel Range requests, resumed after a restart, checked before commit."""
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import hashlib
-import json
 import logging
 import os
 import re
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 from .errors import ProxyError, TransientError, UpstreamError
 from .metrics import Metrics
 from .modpath import Artifact, is_canonical
 from .net.http import Response
+from .partial import ChunkState, discard, exclusive, load_state, save_state
 from .progress import Progress
+from .slots import Slots
 from .storage.base import Fence, Storage, storage_error
 from .sumdb.verify import Verifier
 from .upstream import InvalidAnswer, Upstream, Upstreams
@@ -36,45 +33,10 @@ MAX_ZIP_SIZE = 500 << 20
 _READ = 256 << 10
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 _UNSATISFIED = re.compile(r"bytes \*/(\d+)")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-@dataclass
-class _State:
-    """_State is what the .state file beside a parallel .tmp records: size, chunking, the
-    upstream's validator and the SHA-256 of each finished chunk (so a resume can check them)."""
-
-    size: int
-    chunk: int
-    validator: str = ""
-    done: dict[int, str] = field(default_factory=dict)
-
-    def chunks(self) -> int:
-        return (self.size + self.chunk - 1) // self.chunk
-
-    def span(self, i: int) -> tuple[int, int]:
-        """span is chunk i's first and last byte offsets."""
-        return i * self.chunk, min(self.size, (i + 1) * self.chunk) - 1
-
-    def dump(self) -> bytes:
-        return json.dumps({"size": self.size, "chunk": self.chunk, "validator": self.validator,
-                           "done": {str(i): h for i, h in sorted(self.done.items())}}).encode()
-
-    @classmethod
-    def load(cls, data: bytes) -> _State:
-        """load parses a state file; raises ValueError for anything malformed."""
-        d = json.loads(data)
-        done = {int(i): str(h) for i, h in d["done"].items()}
-        state = cls(int(d["size"]), int(d["chunk"]), str(d.get("validator", "")), done)
-        if not 0 < state.size <= MAX_ZIP_SIZE or state.chunk <= 0:
-            raise ValueError("size or chunk out of range")
-        if any(not 0 <= i < state.chunks() or not _SHA256.fullmatch(h) for i, h in done.items()):
-            raise ValueError("malformed chunk list")
-        return state
 
 
 def _content_range(resp: Response) -> tuple[int, int, int] | None:
-    """_content_range parses "bytes a-b/total"; None when missing or malformed."""
+    """Return resp's Content-Range "bytes a-b/total" as (a, b, total); None when missing or malformed."""
     m = _CONTENT_RANGE.fullmatch(resp.header("Content-Range").strip())
     if not m:
         return None
@@ -88,58 +50,26 @@ def _validator(resp: Response) -> str:
 
 
 class _Changed(Exception):
-    """_Changed: a chunk answer does not fit the others (the zip changed upstream); start over.
+    """A chunk answer does not fit the others (the zip changed upstream); start over.
 
-    Not a ProxyError, so no retry or fallback loop swallows it on the way up to _Job.run."""
+    Not a ProxyError, so no retry or fallback loop swallows it on the way up to _Job.run.
+    """
 
 
 class _Refused(Exception):
-    """_Refused carries the storage's refusal of a commit (StoreUnavailable, LeaseLost,
-    StorageError) up past the upstream retry and fallback loops, which would take any ProxyError
-    raised while reading an answer for the upstream's fault; _Job._run raises the original."""
+    """The storage's refusal of a commit (StoreUnavailable, LeaseLost, StorageError), carried up.
+
+    It passes the upstream retry and fallback loops, which would take any ProxyError raised
+    while reading an answer for the upstream's fault; _Job._run raises the original.
+    """
 
     def __init__(self, error: ProxyError) -> None:
         super().__init__(str(error))
         self.error = error
 
 
-class _Slots:
-    """_Slots admits at most limit downloads at once (0: unlimited), the rest in arrival order."""
-
-    def __init__(self, limit: int, metrics: Metrics) -> None:
-        self.limit, self.metrics = limit, metrics
-        self._cond = threading.Condition()
-        self._active = 0
-        self._queue: deque[object] = deque()
-
-    def acquire(self, name: str) -> None:
-        with self._cond:
-            if self.limit <= 0 or (self._active < self.limit and not self._queue):
-                self._active += 1
-                self.metrics.downloads_active.set(self._active)
-                return
-            ticket = object()
-            self._queue.append(ticket)
-            self.metrics.downloads_queued.set(len(self._queue))
-            log.info("queued download of %s: %d running, %d waiting", name, self._active, len(self._queue))
-            while self._queue[0] is not ticket or self._active >= self.limit:
-                self._cond.wait()
-            self._queue.popleft()
-            self._active += 1
-            self.metrics.downloads_queued.set(len(self._queue))
-            self.metrics.downloads_active.set(self._active)
-            self._cond.notify_all()
-
-    def release(self) -> None:
-        with self._cond:
-            self._active -= 1
-            self.metrics.downloads_active.set(self._active)
-            self._cond.notify_all()
-
-
 class Downloader:
-    """Fetch module zips into storage: parallel Range chunks for big zips, one resumable stream
-    otherwise.
+    """Fetch module zips into storage: parallel Range chunks for big zips, else one resumable stream.
 
     Nothing that cannot be the module zip asked for is committed: the first bytes must start a
     zip (an HTML page is refused at once, not after the whole body), and the complete file must
@@ -156,15 +86,15 @@ class Downloader:
         self.verifier = verifier
         self.progress = progress
         self.metrics = metrics
-        self._slots = _Slots(max_concurrent, self.metrics)
+        self._slots = Slots(max_concurrent, self.metrics)
 
     def fetch(self, req: Artifact, upstream_path: str, fence: Fence | None = None,
               on_answer: Callable[[], None] | None = None) -> None:
-        """Download req's zip and commit it; raise ProxyError. Partial work stays on disk.
+        """Download req's zip and commit it; raise ProxyError.
 
-        fence, when given, is asked right before the commit (LeaseLost when the caller's lock
-        on the key was lost meanwhile); on_answer, when given, is called when an upstream starts
-        sending the zip.
+        Partial work stays on disk for a later resume. fence, when given, is asked right before
+        the commit (LeaseLost when the caller's lock on the key was lost meanwhile); on_answer,
+        when given, is called when an upstream starts sending the zip.
         """
         name = f"{req.module}@{req.version}"
         self._slots.acquire(name)
@@ -174,45 +104,12 @@ class Downloader:
             self._slots.release()
 
 
-@contextlib.contextmanager
-def _exclusive(storage: Storage, key: str, path: str, name: str) -> Iterator[None]:
-    """_exclusive holds an flock on path beside key (created if absent, removed on exit), so that
-    proxies in other processes sharing the cache do not write the same partial files; it waits,
-    saying so, while another holds it."""
-    for _ in range(3):
-        f = storage.create(key, path)
-        try:
-            try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                log.info("waiting for another process downloading %s", name)
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-            held = os.fstat(f.fileno())
-            try:
-                now = os.stat(path)
-            except FileNotFoundError:
-                now = None
-        except BaseException as exc:
-            f.close()
-            if isinstance(exc, OSError):
-                raise storage_error(key, exc) from exc
-            raise
-        if now is None or (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
-            f.close()  # the holder removed the file we waited on: lock the one there now
-            continue
-        try:
-            yield
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-            f.close()
-        return
-    raise storage_error(key, OSError(errno.EBUSY, "its lock file keeps being replaced"))
-
-
 class _Job:
-    """_Job is one zip download with its files: <final>.part (stream), <final>.tmp + .state
-    (parallel), and <final>.lock held while it runs."""
+    """One zip download with its files.
+
+    They are <final>.part (one stream), <final>.tmp and .state (parallel chunks), and
+    <final>.lock, held while it runs (partial.exclusive).
+    """
 
     def __init__(self, d: Downloader, req: Artifact, path: str, name: str, fence: Fence | None,
                  on_answer: Callable[[], None]) -> None:
@@ -226,9 +123,10 @@ class _Job:
         self.lock = threading.Lock()
 
     def run(self) -> None:
+        """Download and commit the zip, unless another process committed it while this one waited."""
         with contextlib.ExitStack() as stack:
             try:
-                stack.enter_context(_exclusive(self.d.storage, self.req.key, self.final + ".lock", self.name))
+                stack.enter_context(exclusive(self.d.storage, self.req.key, self.final + ".lock", self.name))
             except ProxyError:  # StorageError: the disk refused the lock file
                 self.bar.close()
                 raise
@@ -243,7 +141,7 @@ class _Job:
         try:
             for attempt in (1, 2):
                 try:
-                    state = self._load_state()
+                    state = load_state(self.state_path, self.tmp, self.name)
                     if state is not None:
                         self._parallel(state, None, None)
                     else:
@@ -257,58 +155,12 @@ class _Job:
             raise exc.error from None
         except OSError as exc:
             # The disk refused a write: what is partial cannot grow now and only takes space.
-            self._discard(self.part, self.tmp, self.state_path)
+            discard(self.part, self.tmp, self.state_path)
             raise storage_error(self.req.key, exc) from exc
         finally:
             self.bar.close()
         elapsed = max(time.monotonic() - started, 1e-6)
         self.d.progress.finished(self.name, self.size, elapsed)
-
-    @staticmethod
-    def _discard(*paths: str) -> None:
-        for p in paths:
-            try:
-                os.unlink(p)
-            except FileNotFoundError:
-                pass
-
-    # Resume bookkeeping.
-
-    def _load_state(self) -> _State | None:
-        """_load_state returns a usable parallel state, discarding a .tmp/.state that do not match."""
-        try:
-            with open(self.state_path, "rb") as f:
-                state = _State.load(f.read())
-            if os.path.getsize(self.tmp) != state.size:
-                raise ValueError(f"{self.tmp} is not {state.size} bytes")
-            self._check_chunks(state)
-            log.info("resuming %s: %d of %d chunks already here", self.name, len(state.done), state.chunks())
-            return state
-        except FileNotFoundError as exc:
-            if exc.filename == self.tmp:
-                log.warning("discarding %s: no %s beside it", self.state_path, self.tmp)
-            elif os.path.exists(self.tmp):
-                log.warning("discarding %s: no state file beside it", self.tmp)
-        except (ValueError, KeyError, TypeError, OSError) as exc:
-            log.warning("discarding partial download of %s: %s", self.name, exc)
-        self._discard(self.tmp, self.state_path)
-        return None
-
-    def _check_chunks(self, state: _State) -> None:
-        """_check_chunks forgets the finished chunks whose bytes in .tmp no longer match their hash."""
-        with open(self.tmp, "rb") as f:
-            for i, digest in sorted(state.done.items()):
-                start, end = state.span(i)
-                f.seek(start)
-                if hashlib.sha256(f.read(end + 1 - start)).hexdigest() != digest:
-                    log.warning("%s: chunk %d in %s is damaged; fetching it again", self.name, i, self.tmp)
-                    del state.done[i]
-
-    def _save_state(self, state: _State) -> None:
-        tmp = self.state_path + ".new"
-        with open(tmp, "wb") as f:
-            f.write(state.dump())
-        os.replace(tmp, self.state_path)
 
     def _part_size(self) -> int:
         try:
@@ -336,7 +188,7 @@ class _Job:
                 log.info("%s: the partial download was already complete", self.name)
                 self._commit(self.part, have)
                 return
-            self._discard(self.part)
+            discard(self.part)
             raise TransientError(f"{resp.url}: no bytes from {have} on ({resp.header('Content-Range')!r}); "
                                  "starting over")
         cr = _content_range(resp) if resp.status == 206 else None
@@ -362,10 +214,10 @@ class _Job:
         if start != 0:
             raise TransientError(f"{resp.url}: asked for bytes from {have}, got {start}")
         if total > PARALLEL_MIN and self.d.connections > 1 and end + 1 == PARALLEL_MIN:
-            state = _State(total, PARALLEL_MIN, _validator(resp))
+            state = ChunkState(total, PARALLEL_MIN, _validator(resp))
             with open(self.tmp, "wb") as f:
                 f.truncate(total)
-            self._save_state(state)
+            save_state(self.state_path, state)
             self._parallel(state, resp, up)
             return
         if not self._stream(resp, 0):  # the first answer held only the start: stream the rest
@@ -375,8 +227,10 @@ class _Job:
     # Single stream into .part.
 
     def _stream(self, resp: Response, offset: int) -> bool:
-        """_stream writes resp's body into .part at offset (0 truncates); commits when complete
-        and returns True then, False when more is to come."""
+        """Write resp's body into .part at offset (0 truncates); commit it when complete.
+
+        Returns True once committed, False when more is to come.
+        """
         if resp.status not in (200, 206):
             raise TransientError(f"{resp.url}: unexpected {resp.status} {resp.header('Content-Range')!r}")
         cr = _content_range(resp) if resp.status == 206 else None
@@ -405,7 +259,7 @@ class _Job:
                     try:
                         self._check_start(resp, head)
                     except InvalidAnswer:
-                        self._discard(self.part)
+                        discard(self.part)
                         raise
                 written += len(data)
                 if written > MAX_ZIP_SIZE:
@@ -428,9 +282,8 @@ class _Job:
 
     # Parallel chunks into .tmp.
 
-    def _parallel(self, state: _State, first: Response | None, up: Upstream | None) -> None:
-        """_parallel fetches the chunks state lacks, first (the answer for chunk 0) included,
-        then commits the .tmp."""
+    def _parallel(self, state: ChunkState, first: Response | None, up: Upstream | None) -> None:
+        """Fetch the chunks state lacks, first (the answer for chunk 0) included, then commit the .tmp."""
         self.bar.total = state.size
         self.bar.set(sum(state.span(i)[1] + 1 - state.span(i)[0] for i in state.done))
         todo = [i for i in range(state.chunks()) if i not in state.done]
@@ -462,28 +315,28 @@ class _Job:
         self._commit(self.tmp, state.size)
         os.unlink(self.state_path)
 
-    def _chunk_headers(self, i: int, state: _State) -> dict[str, str]:
+    def _chunk_headers(self, i: int, state: ChunkState) -> dict[str, str]:
         start, end = state.span(i)
         headers = {"Range": f"bytes={start}-{end}"}
         if state.validator:
             headers["If-Range"] = state.validator
         return headers
 
-    def _chunk_first(self, resp: Response, up: Upstream, i: int, state: _State) -> Upstream:
+    def _chunk_first(self, resp: Response, up: Upstream, i: int, state: ChunkState) -> Upstream:
         self.on_answer()
         self.source = up.name
         self._write_chunk(resp, i, state)
         return up
 
-    def _write_chunk(self, resp: Response, i: int, state: _State) -> None:
-        """_write_chunk stores chunk i from a 206 answer at its offset and records it as done."""
+    def _write_chunk(self, resp: Response, i: int, state: ChunkState) -> None:
+        """Store chunk i from a 206 answer at its offset and record it as done."""
         start, end = state.span(i)
         cr = _content_range(resp)
         if resp.status != 206 or cr is None or cr[2] != state.size or cr[0] != start or cr[1] > end:
             # The file changed upstream (If-Range answered 200) or the answer is not what was asked:
             # the chunks on disk cannot be trusted to belong together any more.
             resp.close()
-            self._discard(self.tmp, self.state_path)
+            discard(self.tmp, self.state_path)
             raise _Changed(f"{resp.url}: chunk {i} answered {resp.status} {resp.header('Content-Range')!r}")
         digest = hashlib.sha256()
         fd, pos = os.open(self.tmp, os.O_WRONLY), start
@@ -498,7 +351,7 @@ class _Job:
                     try:
                         self._check_start(resp, head)
                     except InvalidAnswer:
-                        self._discard(self.tmp, self.state_path)
+                        discard(self.tmp, self.state_path)
                         raise
                 os.pwrite(fd, data, pos)
                 digest.update(data)
@@ -513,13 +366,15 @@ class _Job:
             os.close(fd)
         with self.lock:
             state.done[i] = digest.hexdigest()
-            self._save_state(state)
+            save_state(self.state_path, state)
 
     # Commit.
 
     def _commit(self, path: str, size: int) -> None:
-        """_commit checks size, verifies, fsyncs and renames path into place; on a failed check
-        the partial file is removed (it can never become an artifact)."""
+        """Check path's size, verify it, fsync it and commit it as the zip.
+
+        On a failed check the partial file is removed (it can never become an artifact).
+        """
         actual = os.path.getsize(path)
         try:
             if actual != size:
@@ -531,7 +386,7 @@ class _Job:
                     raise InvalidAnswer(self.source or "(a resumed download)", self.path, str(exc)) from None
             self.d.verifier.check_zip(self.req.module, self.req.version, path)
         except ProxyError:
-            self._discard(path, self.state_path if path == self.tmp else path)
+            discard(path, self.state_path if path == self.tmp else path)
             raise
         fd = os.open(path, os.O_RDONLY)
         try:

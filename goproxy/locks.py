@@ -31,9 +31,11 @@ class Lease(Protocol):
     """A held lock on one key."""
 
     def valid(self) -> bool:
-        """Report whether the lock is still this holder's (a lease may expire while a holder
-        stalls); check it right before committing, so a stale holder never commits over a
-        newer one."""
+        """Report whether the lock is still this holder's.
+
+        A lease may expire while a holder stalls: check it right before committing, so a stale
+        holder never commits over a newer one.
+        """
         ...
 
 

@@ -1,5 +1,7 @@
-"""Prometheus metrics for the whole server: counters, gauges and histograms whose values live in
-shared memory, one slot per process, summed when /metrics is rendered."""
+"""Prometheus metrics for the whole server: counters, gauges and histograms in shared memory.
+
+Their values live in one slot per process of a shared region, summed when /metrics is rendered.
+"""
 
 from __future__ import annotations
 
@@ -145,10 +147,10 @@ class Histogram(Metric):
 
 
 class Metrics:
-    """The proxy's registry. Each process renders the whole server: its own slot and every other
-    process's slot of the same region (a private one-slot region when none is given).
+    """The proxy's registry of metric families, rendered for the whole server.
 
-    Gauges computed at scrape time register a callback with on_scrape.
+    Each process renders its own slot and every other process's slot of the same region (a
+    private one-slot region when none is given). Gauges computed at scrape time register a callback with on_scrape.
     """
 
     CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

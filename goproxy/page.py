@@ -11,7 +11,7 @@ from .progress import Transfer, human
 from .status.model import CacheStatus, ChecksumStatus, Counters, LogEntry, Status, UpstreamStatus
 
 PAGE_TYPE = "text/html; charset=utf-8"
-# REFRESH is how often, in seconds, the page reloads itself (a meta refresh: no script needed).
+# How often, in seconds, the page reloads itself (a meta refresh: no script needed).
 REFRESH = 10
 # An example module pattern for the private-module advice when no private route is configured.
 EXAMPLE_PATTERN = "corp.example.com"

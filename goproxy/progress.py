@@ -18,7 +18,7 @@ _BAR_WIDTH = 24
 
 
 def human(n: float) -> str:
-    """human renders a byte count as "12.3 MB"."""
+    """Return a byte count for people: "512 B", "12.3 MB" (decimal units, up to GB)."""
     for unit in ("B", "KB", "MB", "GB"):
         if abs(n) < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -38,7 +38,7 @@ class Transfer:
 
 
 class Bar:
-    """Bar is one download's progress; total is 0 until the size is known."""
+    """One download's progress; total is 0 until the size is known."""
 
     def __init__(self, owner: Progress, name: str, now: float) -> None:
         self.owner, self.name = owner, name
@@ -50,20 +50,20 @@ class Bar:
         self._lock = threading.Lock()
 
     def set(self, n: int) -> None:
-        """set records that n bytes are on disk (a resumed download starts above zero)."""
+        """Record that n bytes are on disk (a resumed download starts above zero)."""
         with self._lock:
             self.done = n
             self._base = n
         self.owner._changed(self)
 
     def add(self, n: int) -> None:
-        """add records n more bytes."""
+        """Record n more bytes."""
         with self._lock:
             self.done += n
         self.owner._changed(self)
 
     def close(self) -> None:
-        """close removes the bar."""
+        """Remove the bar."""
         self.owner._remove(self)
 
     def snapshot(self, now: float) -> Transfer:
@@ -74,7 +74,7 @@ class Bar:
         return Transfer(self.name, done, total, elapsed, (done - base) / max(elapsed, 1e-6))
 
     def render(self, now: float) -> str:
-        """render is the bar's one-line text: name, percent, bytes, speed, ETA."""
+        """Return the bar's one-line text: name, percent, bytes, speed, ETA."""
         with self._lock:
             done, total, base = self.done, self.total, self._base
         elapsed = max(now - self.started, 1e-6)
@@ -89,7 +89,7 @@ class Bar:
 
 
 class Progress:
-    """Progress shows downloads on stream: mode "tty" (live block), "lines", or "off".
+    """The downloads under way, shown on stream: mode "tty" (live block), "lines", or "off".
 
     In tty mode, log records must go through handler() so they print above the block. Functions
     given to watch() are told of every change: a download started, moved or ended.
@@ -109,7 +109,7 @@ class Progress:
         self._watchers.append(changed)
 
     def start(self, name: str) -> Bar:
-        """start adds a bar for a download of name."""
+        """Add and return a bar for a download of name."""
         bar = Bar(self, name, self.clock())
         with self._lock:
             self._bars.append(bar)
@@ -125,7 +125,7 @@ class Progress:
         return [b.snapshot(now) for b in bars]
 
     def finished(self, name: str, size: int, seconds: float) -> None:
-        """finished logs the download's completion line: size, duration and speed (in every mode)."""
+        """Log the download's completion line: size, duration and speed (in every mode)."""
         self.log.info("fetched %s.zip: %s in %.3fs (%s/s)", name, human(size), seconds, human(size / seconds))
 
     def _remove(self, bar: Bar) -> None:
@@ -154,7 +154,7 @@ class Progress:
         return f"\x1b[{self._drawn}F\x1b[J" if self._drawn else ""
 
     def _redraw(self, force: bool = False) -> None:
-        """_redraw repaints the block in one write (caller holds the lock)."""
+        """Repaint the block in one write (caller holds the lock)."""
         if self.stream is None:
             return
         now = self.clock()
@@ -167,8 +167,10 @@ class Progress:
         self._drawn = len(lines)
 
     def _block(self, now: float) -> list[str]:
-        """_block is the bars' lines, each cut to the terminal's width so none wraps (a wrapped
-        line would throw off the cursor-up count that erases the block)."""
+        """Return the bars' lines, each cut to the terminal's width so none wraps.
+
+        A wrapped line would throw off the cursor-up count that erases the block.
+        """
         if self.mode != "tty":
             return []
         try:
@@ -179,7 +181,7 @@ class Progress:
         return [b.render(now)[:width] for b in self._bars]
 
     def write_above(self, text: str) -> None:
-        """write_above prints text (ending in a newline) above the block, which is then redrawn."""
+        """Print text (ending in a newline) above the block, which is then redrawn."""
         if self.stream is None:
             return
         with self._lock:
@@ -189,7 +191,7 @@ class Progress:
             self._drawn = len(lines)
 
     def handler(self) -> logging.Handler:
-        """handler is a logging handler that writes records above the block without tearing it."""
+        """Return a logging handler that writes records above the block without tearing it."""
         return _AboveHandler(self)
 
 
@@ -206,7 +208,7 @@ class _AboveHandler(logging.Handler):
 
 
 def choose_mode(setting: str, isatty: bool) -> str:
-    """choose_mode resolves -progress auto to tty or lines by whether stderr is a terminal."""
+    """Resolve -progress auto to tty or lines by whether stderr is a terminal; return other settings as given."""
     if setting == "auto":
         return "tty" if isatty else "lines"
     return setting

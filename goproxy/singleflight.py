@@ -20,7 +20,7 @@ class _Call(Generic[T]):
 
 
 class SingleFlight(Generic[T]):
-    """SingleFlight runs fn once per key at a time; callers arriving meanwhile wait for that run.
+    """One run of a function per key at a time; callers arriving meanwhile wait for that run.
 
     The first caller runs fn to completion whatever happens to its client (a hang-up is only
     seen when the response is written), and a waiter giving up never cancels it. Keys are
@@ -32,10 +32,10 @@ class SingleFlight(Generic[T]):
         self._calls: dict[str, _Call[T]] = {}
 
     def do(self, key: str, fn: Callable[[], T], timeout: float | None = None) -> tuple[T, bool]:
-        """do returns (fn's result, shared) where shared is True for a caller that only waited.
+        """Run fn as key's one run, or wait for the run under way; return (result, shared).
 
-        Raises what fn raised, to every caller; raises UpstreamError when a waiter gives up after
-        timeout seconds.
+        shared is True for a caller that only waited. Raises what fn raised, to every caller;
+        raises UpstreamError when a waiter gives up after timeout seconds (None: waits forever).
         """
         with self._lock:
             call = self._calls.get(key)
@@ -60,17 +60,17 @@ class SingleFlight(Generic[T]):
         return call.result, not leader  # type: ignore[return-value]
 
     def in_flight(self, key: str) -> bool:
-        """in_flight reports whether a run for key is under way."""
+        """Report whether a run for key is under way."""
         with self._lock:
             return key in self._calls
 
     def waiters(self, key: str) -> int:
-        """waiters counts the callers waiting on the run for key (0 when none is under way)."""
+        """Return how many callers wait on the run for key (0 when none is under way)."""
         with self._lock:
             call = self._calls.get(key)
             return call.waiters if call else 0
 
     def keys(self) -> set[str]:
-        """keys returns the keys with a run under way."""
+        """Return the keys with a run under way."""
         with self._lock:
             return set(self._calls)

@@ -35,9 +35,10 @@ class UpstreamDown(UpstreamError):
 
 
 class InvalidAnswer(UpstreamError):
-    """An upstream answer that cannot be what was asked for: a block page, a zip that is no module
-    zip, a go.mod for another module, a list of junk; status 502. Never cached, not retried on
-    the same upstream (the next one is tried).
+    """An upstream answer that cannot be what was asked for; status 502.
+
+    A block page, a zip that is no module zip, a go.mod for another module, a list of junk.
+    Never cached, not retried on the same upstream (the next one is tried).
 
     reason is the metrics label: "html" for an HTML page, "invalid" for anything else.
     """
@@ -49,15 +50,19 @@ class InvalidAnswer(UpstreamError):
 
 @dataclass(frozen=True)
 class Upstream:
-    """Upstream is one proxy base URL ("https://proxy.golang.org") and the headers it alone may see."""
+    """One proxy base URL ("https://proxy.golang.org") and the headers it alone may see."""
 
     url: str
     auth: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_url(cls, url: str, auth: Mapping[str, str] | None = None) -> Upstream:
-        """from_url moves credentials in url's userinfo (https://user:token@host) into a Basic
-        Authorization header, so they go only to that host and never appear in a logged URL."""
+        """Return the upstream at url, credentials in its userinfo moved into a header.
+
+        Credentials in url's userinfo (https://user:token@host) become a Basic Authorization
+        header (unless auth has one), so they go only to that host and never appear in a
+        logged URL.
+        """
         parts = urllib.parse.urlsplit(url)
         headers = dict(auth or {})
         if parts.username is not None:
@@ -73,7 +78,7 @@ class Upstream:
 
     @property
     def name(self) -> str:
-        """name is the URL with any password masked, for logs and error messages."""
+        """Return the URL with any password masked, for logs and error messages."""
         return mask_url(self.url)
 
 
@@ -82,7 +87,7 @@ Consume = Callable[[Response, Upstream], T]
 
 
 def classify(resp: Response, body: bytes) -> ProxyError:
-    """classify maps a non-200 upstream status to an error kind: the one table of upstream statuses.
+    """Return the error kind of a non-200 upstream answer: the one table of upstream statuses.
 
     404/410 → NotFound (with upstream's text); 429 and 5xx → TransientError (retried);
     any other status → UpstreamError (not retried, next upstream is tried).
@@ -111,7 +116,7 @@ def _retry_after(value: str) -> float | None:
 
 
 class Upstreams:
-    """Upstreams fetches a proxy path from an ordered list of upstreams with retries.
+    """An ordered list of upstreams that a proxy path is fetched from, with retries.
 
     Each upstream is tried up to attempts times on transient failures (5xx, 429, network errors,
     short bodies), sleeping backoff·2^n with full jitter between tries (Retry-After honoured up to
@@ -147,7 +152,7 @@ class Upstreams:
                 health.register(up.name, functools.partial(self.probe, up))
 
     def private_route(self, module: str) -> Upstream | None:
-        """private_route is the private upstream whose pattern matches module first, or None."""
+        """Return the private upstream whose pattern matches module first, or None."""
         for pattern, up in self.private:
             if match(pattern, module):
                 return up
@@ -294,14 +299,14 @@ class Upstreams:
         raise AssertionError("unreachable")
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
-        """_delay is the wait before retry number attempt: Retry-After if given, else jittered backoff."""
+        """Return the wait before retry number attempt: Retry-After if given, else jittered backoff."""
         if retry_after is not None:
             return min(retry_after, MAX_RETRY_AFTER)
         return float(self.backoff * 2.0 ** (attempt - 1) * self._rng())
 
 
 def _kind(exc: ProxyError) -> str:
-    """_kind is the metrics label of a failed upstream request."""
+    """Return the metrics label of a failed upstream request."""
     if isinstance(exc, TransientError):
         return "transient"
     if isinstance(exc, InvalidAnswer):

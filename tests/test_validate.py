@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from goproxy.errors import BadRequest, NotFound
+from goproxy.gomod import check_gomod
 from goproxy.validate import (
     MAX_GO_MOD,
     MAX_LICENSE,
     MAX_ZIP_FILE,
     InvalidContent,
-    check_gomod,
     check_info,
     check_list,
     check_zip,

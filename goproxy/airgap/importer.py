@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from ..errors import BadRequest, NotFound
+from ..gomod import check_gomod
 from ..modpath import Artifact, SumdbRequest, compare_versions, parse_request, unescape_path, unescape_version
 from ..storage.base import Storage, storage_error
 from ..sumdb import dirhash, tlog
 from ..sumdb.client import TILE_HEIGHT, verified_tree_key
 from ..sumdb.note import NoteError, Verifier, open_note
 from ..sumdb.tiles import parse_tile_path
-from ..validate import InvalidContent, check_gomod, check_info, check_list, check_zip
+from ..validate import InvalidContent, check_info, check_list, check_zip
 from .manifest import MAX_SIZE, NAME, BundleError, Manifest, ModuleEntry, load
 from .proofs import MissingTile, Tiles, lookup_data, record_hashes
 

@@ -1,5 +1,8 @@
-"""The page's per-process figures, shared between the server's processes: each posts its downloads,
-warnings, upstream health and history on its board of the shared region; any one reads them all."""
+"""The page's per-process figures, shared between the server's processes through the shared region.
+
+Each process posts its downloads, warnings, upstream health, history and cache count on its
+board of the region; any one reads them all.
+"""
 
 from __future__ import annotations
 
@@ -20,8 +23,8 @@ from .traffic import merge_minutes
 
 log = logging.getLogger(__name__)
 
-# POST_INTERVAL is the least time, in seconds, between two posts of one process: downloads move
-# many times a second, the page is read every few seconds.
+# The least time, in seconds, between two posts of one process: downloads move many times a
+# second, the page is read every few seconds.
 POST_INTERVAL = 0.25
 
 
@@ -51,7 +54,7 @@ def encode(p: Posting) -> bytes:
 
 
 def decode(data: bytes) -> Posting:
-    """Return the Posting in a board's document; raises ValueError when it is none."""
+    """Return the Posting in a board's document; raise ValueError when it is none."""
     try:
         d = json.loads(data)
         return Posting(
@@ -157,8 +160,10 @@ class Board:
 
 def merge_downloads(now: float, own: Sequence[Transfer], others: Sequence[tuple[Posting, bool]]
                     ) -> tuple[Transfer, ...]:
-    """Return every running process's downloads, oldest first; the others' brought to now (a
-    download that posted nothing since has been running longer, at a lower average speed)."""
+    """Return every running process's downloads, oldest first, the others' brought to now.
+
+    A download that posted nothing since has been running longer, at a lower average speed.
+    """
     found = list(own)
     for p, live in others:
         if not live:
@@ -179,8 +184,11 @@ def merge_warnings(own: Sequence[LogEntry], others: Sequence[tuple[Posting, bool
 
 
 def merge_health(own: Mapping[str, Report], others: Sequence[tuple[Posting, bool]]) -> dict[str, Report]:
-    """Return each upstream's health across the running processes: down when any has it down,
-    the latest success and error of any, the latencies of all."""
+    """Return each upstream's health across the running processes.
+
+    An upstream is down when any has it down; it keeps the latest success and error of any,
+    and the latencies of all.
+    """
     merged = dict(own)
     for p, live in others:
         if not live:

@@ -1,5 +1,4 @@
-"""Counting the cache for the status page: in the background, at most every few minutes, and
-only while someone looks."""
+"""Counting the cache for the status page: in the background, at most every few minutes, while someone looks."""
 
 from __future__ import annotations
 
@@ -16,10 +15,10 @@ from .model import CacheCount
 
 log = logging.getLogger(__name__)
 
-# COUNT_INTERVAL is how old, in seconds, a count may get before a look at the page starts a new
-# one (walking a cache of 100,000 files takes one to two seconds of CPU).
+# How old, in seconds, a count may get before a look at the page starts a new one (walking a
+# cache of 100,000 files takes one to two seconds of CPU).
 COUNT_INTERVAL = 300.0
-# FIRST_WAIT is how long the first look waits for the first count before showing none.
+# How long the first look waits for the first count before showing none.
 FIRST_WAIT = 1.0
 
 
@@ -78,11 +77,10 @@ class CacheCounter:
             return self._latest
 
     def latest(self) -> CacheCount | None:
-        """Return the newest count (this process's or another's), starting a recount in the
-        background when it is due.
+        """Return the newest count (this process's or another's); start a recount when it is due.
 
-        The very first call waits up to first_wait for its count (later ones never wait); None
-        while there is none.
+        The recount runs in the background. The very first call waits up to first_wait for its count
+        (later ones never wait); None while there is none.
         """
         theirs = max(self.others(), key=lambda c: c.counted_at, default=None)
         with self._lock:

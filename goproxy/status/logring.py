@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from ..net.dial import mask
 from .model import LogEntry
 
-# RING_SIZE is how many warnings and errors are kept; MESSAGE_MAX how many characters of each.
+# How many warnings and errors are kept, and how many characters of each.
 RING_SIZE = 20
 MESSAGE_MAX = 500
 

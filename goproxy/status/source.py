@@ -38,12 +38,11 @@ class UpstreamHealth(Protocol):
 
 
 class UpstreamTable:
-    """Give one UpstreamStatus per configured upstream: the whole server's traffic from metrics,
-    health from health().
+    """Give one UpstreamStatus per configured upstream: traffic from metrics, health from health().
 
-    upstreams are (name, route) pairs: route "" for the public list, else the private route's
-    module pattern. health maps upstream names to their health; without it (or for a name it
-    does not know) the health fields are None: not available.
+    The traffic is the whole server's. upstreams are (name, route) pairs: route "" for the public
+    list, else the private route's module pattern. health maps upstream names to their health;
+    without it (or for a name it does not know) the health fields are None: not available.
     """
 
     def __init__(self, upstreams: Sequence[tuple[str, str]], metrics: Metrics,

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 # Endpoints that are not the go command's traffic: probes, scrapes and this page.
 ADMIN_ENDPOINTS = frozenset({"health", "ready", "metrics", "page", "status.json"})
-# SAMPLE_INTERVAL is the history's step, in seconds; HISTORY_POINTS how many steps it keeps.
+# The history's step, in seconds, and how many steps it keeps.
 SAMPLE_INTERVAL = 60.0
 HISTORY_POINTS = 60
 
@@ -34,8 +34,11 @@ Totals = dict[str, list[tuple[dict[str, str], float]]]
 
 
 def read_totals(metrics: Metrics, families: frozenset[str] = FAMILIES) -> Totals:
-    """Return the whole server's samples of families, by family name: every process's counts
-    summed, as /metrics shows them (read from its rendering, so every merge rule holds)."""
+    """Return the whole server's samples of families, by family name.
+
+    Every process's counts are summed, as /metrics shows them (read from its rendering, so
+    every merge rule holds).
+    """
     found: Totals = {name: [] for name in families}
     for line in metrics.render().decode().splitlines():
         if line.startswith("#") or line.partition("{")[0].partition(" ")[0] not in families:
@@ -91,9 +94,11 @@ def read_verifications(metrics: Metrics) -> dict[str, int]:
 
 def merge_minutes(*histories: Sequence[Minute], interval: float = SAMPLE_INTERVAL,
                   points: int = HISTORY_POINTS) -> tuple[Minute, ...]:
-    """Return one history from several processes' (each sampling the whole server's totals): one
-    point per interval, the one that counted most where they differ (a process that started
-    within that interval saw only part of it); the last points of them, oldest first."""
+    """Return one history from several processes' (each sampling the whole server's totals).
+
+    It has one point per interval, the one that counted most where they differ (a process that
+    started within that interval saw only part of it); the last points of them, oldest first.
+    """
     best: dict[int, Minute] = {}
     for history in histories:
         for m in history:
