@@ -56,7 +56,9 @@ def test_concurrent_clients_on_every_worker_make_one_upstream_request(
     upstream.set("/sumdb/sum.golang.org/supported")  # the upstream passes the database through
     path = TILE if what == "tile" else f"/example.com/flight/@v/{'list' if what == 'list' else 'v1.0.0.' + what}"
     want = upstream.routes[path].body
-    p, port = proxy(procs, tmp_path / "cache", "-upstream", upstream.url)
+    # The upstream stays shut until both workers are seen waiting: give it longer than that can
+    # take on a loaded machine, so no client gives up on it first.
+    p, port = proxy(procs, tmp_path / "cache", "-upstream", upstream.url, "-upstream-timeout", "60s")
     upstream.gate = threading.Event()
     results: list[tuple[int, bytes]] = []
     threads = []
