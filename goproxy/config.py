@@ -34,7 +34,7 @@ DEFAULT_UPSTREAM = "https://proxy.golang.org"
 
 @dataclass(frozen=True)
 class PrivateUpstream:
-    """PrivateUpstream routes modules matching pattern to url alone, with optional credentials.
+    """A route of the modules matching pattern to url alone, with optional credentials.
 
     auth_type is "" (none), "basic" (value "user:password"), "bearer" (value is the token) or
     "header" (name: value).
@@ -47,7 +47,7 @@ class PrivateUpstream:
     auth_name: str = ""
 
     def headers(self) -> dict[str, str]:
-        """headers are the request headers that carry this upstream's credentials."""
+        """Return the request headers that carry this upstream's credentials ({} without any)."""
         if self.auth_type == "basic":
             user, _, password = self.auth_value.partition(":")
             return {"Authorization": basic_auth(user, password)}
@@ -67,7 +67,7 @@ def _parse_patterns(text: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Config:
-    """Config is every setting of the proxy, built once by cli.py and passed to each module."""
+    """Every setting of the proxy, built once by the command line and passed to each module."""
 
     host: str = ""
     port: int = 12345
@@ -104,7 +104,7 @@ class Config:
 
     @property
     def offline(self) -> bool:
-        """Report whether -upstream is off: no outbound connection, the cache is all there is."""
+        """Whether -upstream is off: no outbound connection, the cache is all there is."""
         return self.upstreams == (OFF,)
     workers: str = "auto"  # worker processes: "auto" (one per usable CPU) or a number
     header_timeout: float = 10.0  # a whole request head must arrive within this
@@ -222,7 +222,7 @@ def _parse_workers(text: str) -> str:
 
 @dataclass(frozen=True)
 class Option:
-    """Option is one row of the options table: one name per layer, a parser and a help line."""
+    """One row of the options table: one name per layer, a parser and a help line."""
 
     field: str
     flag: str | None
@@ -237,17 +237,18 @@ class Option:
 
     @property
     def kind(self) -> str:
-        """Return the value's kind as Go's flag package prints it in -h ("int", "duration")."""
+        """The value's kind as Go's flag package prints it in -h ("int", "duration"; "string" otherwise)."""
         return _KINDS.get(self.parse, "string")
 
     def env_names(self) -> tuple[str, ...]:
-        """env_names are the option's environment variables in the order they are looked at."""
+        """Return the option's environment variables in the order they are looked at."""
         return ((self.env,) if self.env else ()) + self.env_also
 
     def parse_value(self, value: Any, layer: str, variable: str | None = None) -> Any:
-        """parse_value converts a raw value from a layer; raises ConfigError naming key and layer.
+        """Convert a raw value from a layer; raise ConfigError naming key and layer.
 
         layer is "flag", "env" (variable names which one, env by default) or the config file's name.
+        A list or mapping goes to parse_structured when the option has one.
         """
         if layer == "flag":
             name = f"flag -{self.flag}"

@@ -14,12 +14,16 @@ CONFIG_FLAG, CONFIG_ENV = "config", "GOPROXY_CONFIG"
 
 
 def options_by(attr: str) -> dict[str, Option]:
-    """options_by indexes OPTIONS by "flag", "env" or "key"."""
+    """Return OPTIONS indexed by the attribute "flag", "env" or "key" (options without one left out)."""
     return {getattr(o, attr): o for o in OPTIONS if getattr(o, attr)}
 
 
 def load_file(path: str) -> dict[str, Any]:
-    """load_file reads a .yaml/.yml/.json config file; raises ConfigError naming the file."""
+    """Read a .yaml/.yml/.json config file into a mapping ({} for an empty file).
+
+    Raises ConfigError naming the file: unreadable, malformed, an unknown format, YAML without
+    PyYAML installed, or a top level that is not a mapping.
+    """
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -78,7 +82,11 @@ def build(
     flags: Mapping[str, str],
     file_name: str = "config file",
 ) -> Config:
-    """build layers defaults → file → environment → flags into a Config; raises ConfigError."""
+    """Layer defaults → file → environment → flags into a Config.
+
+    Raises ConfigError for an unknown key or flag, a bad value (naming key and layer), or a
+    -tls-cert without -tls-key (or the reverse).
+    """
     values: dict[str, Any] = {}
     by_key = options_by("key")
     for key, raw in (file_data or {}).items():
@@ -105,6 +113,6 @@ def build(
 
 
 def environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """environment returns the variables the options table names (and GOPROXY_CONFIG) from environ."""
+    """Return the variables of environ that the options table names (and GOPROXY_CONFIG)."""
     names = {name for o in OPTIONS for name in o.env_names()} | {CONFIG_ENV}
     return {k: v for k, v in environ.items() if k in names}
