@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 
 from .errors import ProxyError, TransientError, UpstreamError
 from .metrics import Metrics
-from .modpath import Artifact, is_canonical
+from .modpath import is_canonical
 from .net.http import Response
 from .progress import Progress
+from .request import Artifact
 from .storage.base import Fence, Storage, storage_error
 from .sumdb.verify import Verifier
 from .upstream import InvalidAnswer, Upstream, Upstreams

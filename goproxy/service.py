@@ -15,9 +15,10 @@ from .download import Downloader
 from .errors import NotFound, ProxyError, StorageError, TransientError, UpstreamError
 from .gate import RuleGate
 from .locks import KeyLocks
-from .modpath import Artifact, SumdbRequest, unescape_path
+from .modpath import unescape_path
 from .net.http import Response
 from .pool import Spawner
+from .request import Artifact, SumdbRequest
 from .rules import Rules
 from .singleflight import SingleFlight
 from .storage.base import Blob, Fence, LeaseLost, Storage

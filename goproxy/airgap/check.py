@@ -7,8 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ..errors import NotFound, ProxyError
-from ..modpath import Artifact, escape_path, escape_version
+from ..modpath import escape_path, escape_version
 from ..net.http import Response
+from ..request import Artifact
 from ..storage.base import Storage
 from ..upstream import Upstream, Upstreams
 from .gosum import Want

@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from ..errors import BadRequest, ProxyError
-from ..modpath import Artifact, escape_path, escape_version, is_canonical, unescape_path, unescape_version
+from ..modpath import escape_path, escape_version, is_canonical, unescape_path, unescape_version
+from ..request import Artifact
 from ..storage.base import PARTIAL_SUFFIXES, Storage
 from ..sumdb import dirhash, tlog
 from ..sumdb.verify import Verifier

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from ..errors import BadRequest, NotFound
-from ..modpath import Artifact, SumdbRequest, compare_versions, parse_request, unescape_path, unescape_version
+from ..modpath import compare_versions, unescape_path, unescape_version
+from ..request import Artifact, SumdbRequest, parse_request
 from ..storage.base import Storage, storage_error
 from ..sumdb import dirhash, tlog
 from ..sumdb.client import TILE_HEIGHT, verified_tree_key

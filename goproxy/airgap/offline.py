@@ -12,16 +12,9 @@ from collections.abc import Callable
 
 from ..errors import BadRequest, NotFound
 from ..metrics import Metrics
-from ..modpath import (
-    Artifact,
-    SumdbRequest,
-    compare_versions,
-    is_canonical,
-    parse_request,
-    unescape_path,
-    unescape_version,
-)
+from ..modpath import compare_versions, is_canonical, unescape_path, unescape_version
 from ..net.http import Response, Transport
+from ..request import Artifact, SumdbRequest, parse_request
 from ..storage.base import PARTIAL_SUFFIXES, Storage
 from ..sumdb import tlog
 from ..sumdb.client import verified_tree_key

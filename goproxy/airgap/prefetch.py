@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ..errors import ProxyError
-from ..modpath import Artifact
+from ..request import Artifact
 from ..service import Reply, Service
 from ..storage.base import Storage
 from ..sumdb import dirhash

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 from ..app import App, build
 from ..errors import ConfigError, ProxyError, StartupError
-from ..modpath import Artifact, SumdbRequest, escape_path, escape_version, is_canonical, parse_request
+from ..modpath import escape_path, escape_version, is_canonical
+from ..request import Artifact, SumdbRequest, parse_request
 from ..service import check_content
 from ..storage.base import PARTIAL_SUFFIXES, Blob, Stat, Storage
 from ..storage.cleanup import scan
