@@ -1,4 +1,4 @@
-"""bundle import: verify everything a bundle carries, then commit it to the cache all-or-nothing."""
+"""Bundle import: verify everything a bundle carries, then commit it to the cache all-or-nothing."""
 
 from __future__ import annotations
 
@@ -36,8 +36,11 @@ _ORDER = {"zip": 0, "mod": 0, "info": 0, "list": 1, "tile": 2, "record": 3, "hea
 
 @dataclass
 class ImportReport:
-    """What an import did: the keys it wrote, how many members were already there, and the
-    checksum database's tree size in the cache before and after."""
+    """What an import did.
+
+    The keys it wrote, how many members were already there, and the checksum database's tree size
+    in the cache before and after.
+    """
 
     db_name: str
     committed: list[str] = field(default_factory=list)
@@ -72,7 +75,7 @@ def _lookup_target(req: SumdbRequest) -> tuple[str, str]:
 
 
 class Importer:
-    """Import bundles into storage.
+    """The importer of bundles into storage.
 
     trusted_key(name) is the verifier key this proxy trusts for checksum database name (None:
     not trusted); unverified(module) says a module may come without a lookup record (GONOSUMDB).

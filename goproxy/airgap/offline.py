@@ -1,4 +1,4 @@
-"""-upstream off: an upstream list that never leaves the machine and answers from the cache alone."""
+"""Offline serving (-upstream off): an upstream list that never leaves the machine and answers from the cache alone."""
 
 from __future__ import annotations
 
@@ -62,10 +62,10 @@ class BytesResponse(Response):
         return data
 
     def release(self) -> None:
-        """Nothing to give back."""
+        """Do nothing: there is nothing to give back."""
 
     def close(self) -> None:
-        """Nothing to close."""
+        """Do nothing: there is nothing to close."""
 
 
 def _is_release(version: str) -> bool:
