@@ -232,7 +232,7 @@ class Option:
     help: str
     # parse_structured, when set, parses a file value that is a list or mapping.
     parse_structured: Callable[[Any], Any] | None = None
-    # env_also are further environment variables for the option, read when env is not set.
+    # env_also: further environment variables for the option, read when env is not set.
     env_also: tuple[str, ...] = ()
 
     @property

@@ -22,7 +22,7 @@ from ..upstream import Consume, T, Upstream, Upstreams
 
 log = logging.getLogger(__name__)
 
-# OFFLINE is the upstream an offline answer says it came from.
+# The upstream an offline answer says it came from.
 OFFLINE = Upstream("offline:")
 
 
