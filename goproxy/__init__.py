@@ -1,3 +1,3 @@
-"""goproxy: a caching Go module proxy."""
+"""The goproxy package: a caching Go module proxy."""
 
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""python -m goproxy runs the proxy."""
+"""Run the proxy as python -m goproxy."""
 
 import sys
 

@@ -1,10 +1,8 @@
-"""The Config dataclass, the option table (flag, env, file key), value parsing and layering."""
+"""The Config dataclass and the option table: one row per option (flag, env, file key, parser, help)."""
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -36,7 +34,7 @@ DEFAULT_UPSTREAM = "https://proxy.golang.org"
 
 @dataclass(frozen=True)
 class PrivateUpstream:
-    """PrivateUpstream routes modules matching pattern to url alone, with optional credentials.
+    """A route of the modules matching pattern to url alone, with optional credentials.
 
     auth_type is "" (none), "basic" (value "user:password"), "bearer" (value is the token) or
     "header" (name: value).
@@ -49,7 +47,7 @@ class PrivateUpstream:
     auth_name: str = ""
 
     def headers(self) -> dict[str, str]:
-        """headers are the request headers that carry this upstream's credentials."""
+        """Return the request headers that carry this upstream's credentials ({} without any)."""
         if self.auth_type == "basic":
             user, _, password = self.auth_value.partition(":")
             return {"Authorization": basic_auth(user, password)}
@@ -69,7 +67,7 @@ def _parse_patterns(text: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Config:
-    """Config is every setting of the proxy, built once by cli.py and passed to each module."""
+    """Every setting of the proxy, built once by the command line and passed to each module."""
 
     host: str = ""
     port: int = 12345
@@ -106,7 +104,7 @@ class Config:
 
     @property
     def offline(self) -> bool:
-        """Report whether -upstream is off: no outbound connection, the cache is all there is."""
+        """Whether -upstream is off: no outbound connection, the cache is all there is."""
         return self.upstreams == (OFF,)
     workers: str = "auto"  # worker processes: "auto" (one per usable CPU) or a number
     header_timeout: float = 10.0  # a whole request head must arrive within this
@@ -224,7 +222,7 @@ def _parse_workers(text: str) -> str:
 
 @dataclass(frozen=True)
 class Option:
-    """Option is one row of the options table: one name per layer, a parser and a help line."""
+    """One row of the options table: one name per layer, a parser and a help line."""
 
     field: str
     flag: str | None
@@ -234,22 +232,23 @@ class Option:
     help: str
     # parse_structured, when set, parses a file value that is a list or mapping.
     parse_structured: Callable[[Any], Any] | None = None
-    # env_also are further environment variables for the option, read when env is not set.
+    # env_also: further environment variables for the option, read when env is not set.
     env_also: tuple[str, ...] = ()
 
     @property
     def kind(self) -> str:
-        """Return the value's kind as Go's flag package prints it in -h ("int", "duration")."""
+        """The value's kind as Go's flag package prints it in -h ("int", "duration"; "string" otherwise)."""
         return _KINDS.get(self.parse, "string")
 
     def env_names(self) -> tuple[str, ...]:
-        """env_names are the option's environment variables in the order they are looked at."""
+        """Return the option's environment variables in the order they are looked at."""
         return ((self.env,) if self.env else ()) + self.env_also
 
     def parse_value(self, value: Any, layer: str, variable: str | None = None) -> Any:
-        """parse_value converts a raw value from a layer; raises ConfigError naming key and layer.
+        """Convert a raw value from a layer; raise ConfigError naming key and layer.
 
         layer is "flag", "env" (variable names which one, env by default) or the config file's name.
+        A list or mapping goes to parse_structured when the option has one.
         """
         if layer == "flag":
             name = f"flag -{self.flag}"
@@ -369,103 +368,3 @@ _KINDS: dict[Callable[[str], Any], str] = {
     parse_port: "int", _parse_positive_int: "int", _parse_nonneg_int: "int", parse_duration: "duration",
     parse_positive_duration: "duration", parse_size: "size", parse_bool: "bool",
 }
-
-# Options that only choose the config file: they are read before the file is.
-CONFIG_FLAG, CONFIG_ENV = "config", "GOPROXY_CONFIG"
-
-
-def options_by(attr: str) -> dict[str, Option]:
-    """options_by indexes OPTIONS by "flag", "env" or "key"."""
-    return {getattr(o, attr): o for o in OPTIONS if getattr(o, attr)}
-
-
-def load_file(path: str) -> dict[str, Any]:
-    """load_file reads a .yaml/.yml/.json config file; raises ConfigError naming the file."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        raise ConfigError(f"config file {path}: {exc.strerror}") from None
-    if path.endswith(".json"):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}:{exc.lineno}:{exc.colno}: {exc.msg}") from None
-    elif path.endswith((".yaml", ".yml")):
-        try:
-            import yaml
-        except ImportError:
-            raise ConfigError(
-                f"config file {path}: reading YAML needs PyYAML (pip install pyyaml), or use a .json file"
-            ) from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(_yaml_error(path, exc)) from None
-    else:
-        raise ConfigError(f"config file {path}: unknown format (want .yaml, .yml or .json)")
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path}: top level must be a mapping of keys to values")
-    return data
-
-
-def _yaml_error(path: str, exc: Any) -> str:
-    """Return "file:line:column: problem" for a PyYAML error (one line, as compilers print)."""
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc).split("\n", 1)[0]
-    if mark is None:
-        return f"config file {path}: {problem}"
-    return f"{path}:{mark.line + 1}:{mark.column + 1}: {problem}"
-
-
-def load(flags: Mapping[str, str], environ: Mapping[str, str]) -> Config:
-    """Return the Config of defaults, then the config file, then environ, then flags.
-
-    The file is named by the -config flag or GOPROXY_CONFIG. Raises ConfigError naming the
-    key and the layer of a bad value.
-    """
-    env = environment(environ)
-    flags = dict(flags)
-    path = flags.pop(CONFIG_FLAG, None) or env.get(CONFIG_ENV)
-    data = load_file(path) if path else None
-    return build(data, env, flags, file_name=f"config file {path}" if path else "config file")
-
-
-def build(
-    file_data: Mapping[str, Any] | None,
-    env: Mapping[str, str],
-    flags: Mapping[str, str],
-    file_name: str = "config file",
-) -> Config:
-    """build layers defaults → file → environment → flags into a Config; raises ConfigError."""
-    values: dict[str, Any] = {}
-    by_key = options_by("key")
-    for key, raw in (file_data or {}).items():
-        opt = by_key.get(str(key))
-        if opt is None:
-            known = ", ".join(sorted(by_key))
-            raise ConfigError(f"{file_name}: unknown key {key!r} (known keys: {known})")
-        values[opt.field] = opt.parse_value(raw, file_name)
-    for opt in OPTIONS:
-        present = [name for name in opt.env_names() if name in env]
-        if present:  # the first set to something, else the first set at all
-            name = next((n for n in present if env[n]), present[0])
-            values[opt.field] = opt.parse_value(env[name], "env", name)
-    by_flag = options_by("flag")
-    for name, raw in flags.items():
-        opt = by_flag.get(name)
-        if opt is None:
-            raise ConfigError(f"flag -{name}: unknown flag")
-        values[opt.field] = opt.parse_value(raw, "flag")
-    if bool(values.get("tls_cert")) != bool(values.get("tls_key")):
-        raise ConfigError("-tls-cert and -tls-key (TLS_CERT, TLS_KEY) go together: set both to serve https, "
-                          "or neither")
-    return Config(**values)
-
-
-def environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """environment returns the variables the options table names (and GOPROXY_CONFIG) from environ."""
-    names = {name for o in OPTIONS for name in o.env_names()} | {CONFIG_ENV}
-    return {k: v for k, v in environ.items() if k in names}

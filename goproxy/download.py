@@ -14,10 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .errors import ProxyError, TransientError, UpstreamError
 from .metrics import Metrics
-from .modpath import Artifact, is_canonical
+from .modpath import is_canonical
 from .net.http import Response
 from .partial import ChunkState, discard, exclusive, load_state, save_state
 from .progress import Progress
+from .request import Artifact
 from .slots import Slots
 from .storage.base import Fence, Storage, storage_error
 from .sumdb.verify import Verifier

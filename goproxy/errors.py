@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class ProxyError(Exception):
-    """ProxyError is the base of every error that becomes an HTTP response; status 500."""
+    """The base of every error that becomes an HTTP response; status 500."""
 
     status = 500
 
@@ -15,36 +15,36 @@ class ProxyError(Exception):
 
     @property
     def message(self) -> str:
-        """message is the one-line text body sent to the client."""
+        """The one-line text body sent to the client."""
         return str(self)
 
 
 class BadRequest(ProxyError):
-    """BadRequest is a malformed path, module path or version; status 400."""
+    """A malformed path, module path or version; status 400."""
 
     status = 400
 
 
 class NotFound(ProxyError):
-    """NotFound is a missing artifact; status 404, or 410 when upstream said gone."""
+    """A missing artifact; status 404, or 410 when upstream said gone."""
 
     status = 404
 
 
 class MethodNotAllowed(ProxyError):
-    """MethodNotAllowed is any method but GET and HEAD; status 405."""
+    """Any method but GET and HEAD; status 405."""
 
     status = 405
 
 
 class UpstreamError(ProxyError):
-    """UpstreamError is a failed upstream fetch after retries and fallbacks; status 502."""
+    """A failed upstream fetch after retries and fallbacks; status 502."""
 
     status = 502
 
 
 class TransientError(UpstreamError):
-    """TransientError is one failed upstream attempt worth retrying (5xx, 429, reset, timeout, short body)."""
+    """One failed upstream attempt worth retrying (5xx, 429, reset, timeout, short body)."""
 
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -52,25 +52,27 @@ class TransientError(UpstreamError):
 
 
 class ChecksumError(UpstreamError):
-    """ChecksumError is content that fails checksum verification; status 502, never cached."""
+    """Content that fails checksum verification; status 502, never cached."""
 
 
 class StorageError(ProxyError):
-    """StorageError is a failed cache write (disk full, permissions); status 507."""
+    """A failed cache write (disk full, permissions); status 507."""
 
     status = 507
 
 
 class StoreUnavailable(ProxyError):
-    """StoreUnavailable is a shared store (object storage, the lock service) that cannot be reached
-    or refuses us; status 503, so a load balancer or client tries another replica or later."""
+    """A shared store (object storage, the lock service) that cannot be reached or refuses us.
+
+    Status 503, so a load balancer or client tries another replica or later.
+    """
 
     status = 503
 
 
 class ConfigError(Exception):
-    """ConfigError is a bad option value or unknown key; the message names the key and the layer."""
+    """A bad option value or unknown key; the message names the key and the layer."""
 
 
 class StartupError(Exception):
-    """The proxy cannot start: the message names what failed and why (a directory, an address)."""
+    """A failure to start the proxy; the message names what failed and why (a directory, an address)."""

@@ -13,9 +13,9 @@ from .download import Downloader
 from .errors import NotFound, ProxyError, TransientError, UpstreamError
 from .gomod import check_gomod
 from .locks import KeyLocks
-from .modpath import Artifact, SumdbRequest
 from .net.http import Response
 from .pool import Spawner
+from .request import Artifact, SumdbRequest
 from .singleflight import SingleFlight
 from .storage.base import Fence, LeaseLost, Storage
 from .sumdb.client import Sources, check_answer

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
 from .errors import NotFound, ProxyError
-from .modpath import Artifact, compare_versions
+from .modpath import compare_versions
+from .request import Artifact
 from .rules import Decision, Rules
 from .storage.base import Blob
 

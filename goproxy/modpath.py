@@ -1,11 +1,8 @@
-"""Module paths and versions: "!" case escaping, golang.org/x/mod/module rules, request parsing."""
+"""Module paths and versions: "!" case escaping, golang.org/x/mod/module and semver rules."""
 
 from __future__ import annotations
 
 import re
-import urllib.parse
-from dataclasses import dataclass
-from functools import cached_property
 
 from .errors import BadRequest, NotFound
 
@@ -26,7 +23,6 @@ _SEMVER = re.compile(
     rf"v(?P<major>{_NUM})(?:\.(?P<minor>{_NUM})(?:\.(?P<patch>{_NUM})"
     rf"(?:-(?P<pre>{_IDENT}(?:\.{_IDENT})*))?(?:\+(?P<build>{_IDENT}(?:\.{_IDENT})*))?)?)?"
 )
-_MAX_PATH = 4096
 
 
 def _bad(what: str, value: str, why: str) -> BadRequest:
@@ -142,7 +138,8 @@ def check_file_path(path: str) -> None:
         raise _bad("file path", path, why)
 
 
-def _escape(s: str) -> str:
+def escape_case(s: str) -> str:
+    """Return s with each upper-case letter written as "!" and its lower case; s is not checked."""
     return re.sub(r"[A-Z]", lambda m: "!" + m.group(0).lower(), s)
 
 
@@ -155,7 +152,7 @@ def _unescape(s: str) -> str | None:
 def escape_path(path: str) -> str:
     """Return the case-escaped form of a module path ("github.com/!azure/x"); raise BadRequest."""
     check_path(path)
-    return _escape(path)
+    return escape_case(path)
 
 
 def unescape_path(escaped: str) -> str:
@@ -182,7 +179,7 @@ def escape_version(v: str) -> str:
     A version must be a valid ASCII file name without '!' (module.EscapeVersion).
     """
     _check_version_elem(v)
-    return _escape(v)
+    return escape_case(v)
 
 
 def unescape_version(escaped: str) -> str:
@@ -310,142 +307,3 @@ def check_query(query: str) -> None:
         raise _bad("version query", query, "leading '-' or '.', or '..'")
     if not re.fullmatch(r"[A-Za-z0-9._+~-]+", query):
         raise _bad("version query", query, "invalid character")
-
-
-_KIND_TYPES = {"info": "application/json", "latest": "application/json", "zip": "application/zip",
-               "list": "text/plain; charset=utf-8", "mod": "text/plain; charset=utf-8"}
-
-
-@dataclass(frozen=True)
-class Artifact:
-    """One module proxy resource: kind is list, latest, info, mod or zip."""
-
-    kind: str
-    module: str
-    version: str = ""
-
-    @property
-    def escaped_module(self) -> str:
-        """Return the module path in the go command's case-escaped form."""
-        return _escape(self.module)
-
-    @property
-    def escaped_version(self) -> str:
-        """Return the version in case-escaped form ("" for list and latest)."""
-        return _escape(self.version)
-
-    # key and immutable are asked several times per request and cost a regular expression or
-    # two each; an Artifact is immutable, so each is computed once (parsed requests are reused).
-    @cached_property
-    def key(self) -> str:
-        """Return the relative cache path: the escaped URL path without its leading slash."""
-        if self.kind == "list":
-            return f"{self.escaped_module}/@v/list"
-        if self.kind == "latest":
-            return f"{self.escaped_module}/@latest"
-        return f"{self.escaped_module}/@v/{self.escaped_version}.{self.kind}"
-
-    @cached_property
-    def immutable(self) -> bool:
-        """Report whether this is .info/.mod/.zip of a canonical version, cached forever."""
-        return self.kind in ("info", "mod", "zip") and is_canonical(self.version)
-
-    @property
-    def content_type(self) -> str:
-        """Return the Content-Type the artifact is served with."""
-        return _KIND_TYPES[self.kind]
-
-
-_TILE = re.compile(r"tile/([1-9][0-9]?)/(data|0|[1-9][0-9]*)/((?:x[0-9]{3}/)*[0-9]{3})(?:\.p/([1-9][0-9]*))?")
-_NAME_ELEM = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
-
-
-@dataclass(frozen=True)
-class SumdbRequest:
-    """A checksum database request: /sumdb/<name>/<path>."""
-
-    name: str
-    path: str
-
-    @property
-    def key(self) -> str:
-        """Return the relative cache path "sumdb/<name>/<path>"."""
-        return f"sumdb/{self.name}/{self.path}"
-
-    @property
-    def immutable(self) -> bool:
-        """Report whether this is a lookup or a full tile; latest and partial tiles change."""
-        return self.path.startswith("lookup/") or (self.path.startswith("tile/") and ".p/" not in self.path)
-
-    @property
-    def content_type(self) -> str:
-        """Return text for lookup/latest/supported, octet-stream for tiles."""
-        return "application/octet-stream" if self.path.startswith("tile/") else "text/plain; charset=utf-8"
-
-
-def _parse_sumdb(rest: str) -> SumdbRequest:
-    for suffix in ("/supported", "/latest"):
-        if rest.endswith(suffix):
-            return _sumdb(rest[: -len(suffix)], suffix[1:])
-    i = rest.find("/lookup/")
-    if i >= 0:
-        target = rest[i + len("/lookup/"):]
-        mod, at, ver = target.rpartition("@")
-        if not at:
-            raise BadRequest(f"invalid checksum database lookup {target!r}: want module@version")
-        path, version = unescape_path(mod), unescape_version(ver)
-        check_version(path, version)
-        return _sumdb(rest[:i], f"lookup/{target}")
-    i = rest.find("/tile/")
-    if i >= 0:
-        tile = rest[i + 1:]
-        m = _TILE.fullmatch(tile)
-        if not m or int(m.group(1)) > 30 or (m.group(4) and int(m.group(4)) >= 1 << int(m.group(1))):
-            raise BadRequest(f"invalid checksum database tile path {tile!r}")
-        return _sumdb(rest[:i], tile)
-    raise NotFound(f"unknown checksum database request /sumdb/{rest}")
-
-
-def _sumdb(name: str, path: str) -> SumdbRequest:
-    elems = name.split("/")
-    if not name or any(e in (".", "..") or not _NAME_ELEM.fullmatch(e) for e in elems):
-        raise BadRequest(f"invalid checksum database name {name!r}")
-    return SumdbRequest(name, path)
-
-
-def parse_request(path: str) -> Artifact | SumdbRequest:
-    """Map a request path to what it asks for.
-
-    Raises BadRequest for anything malformed (double encoding, control bytes, traversal,
-    invalid module path or version) and NotFound for paths outside the protocol.
-    """
-    if not path.startswith("/") or len(path) > _MAX_PATH:
-        raise BadRequest("invalid request path: must start with / and be at most 4096 bytes")
-    # The go command percent-encodes some characters ("!" as %21): decode exactly once, then
-    # judge the decoded path. A "%" left after decoding (double encoding) is refused.
-    try:
-        path = urllib.parse.unquote(path, errors="strict")
-    except UnicodeDecodeError:
-        raise BadRequest("invalid request path: percent-escapes that are not UTF-8") from None
-    if not path.isascii() or re.search(r"[%\\\x00-\x20\x7f]", path):
-        raise BadRequest("invalid request path: non-ASCII, '%', backslash or control byte")
-    if "//" in path or any(e in (".", "..") for e in path.split("/")):
-        raise BadRequest("invalid request path: empty, '.' or '..' element")
-    if path.startswith("/sumdb/"):
-        return _parse_sumdb(path[len("/sumdb/"):])
-    if path.endswith("/@latest"):
-        return Artifact("latest", unescape_path(path[1: -len("/@latest")]))
-    mod, sep, tail = path[1:].partition("/@v/")
-    if not sep:
-        raise NotFound(f"not found: {path}")
-    if tail == "list":
-        return Artifact("list", unescape_path(mod))
-    base, dot, ext = tail.rpartition(".")
-    if not dot or ext not in ("info", "mod", "zip") or not base:
-        raise NotFound(f"not found: {path}")
-    module, version = unescape_path(mod), unescape_version(base)
-    if ext == "info" and not is_canonical(version):
-        check_query(version)
-    else:
-        check_version(module, version)
-    return Artifact(ext, module, version)

@@ -7,7 +7,7 @@ from functools import lru_cache
 
 
 def _glob_regex(pattern: str) -> re.Pattern[str]:
-    """_glob_regex translates a Go path.Match pattern; raises ValueError for a malformed one."""
+    """Translate a Go path.Match pattern into a regex; raise ValueError for a malformed one."""
     out, i, n = [], 0, len(pattern)
     while i < n:
         c = pattern[i]
@@ -31,7 +31,10 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
 
 
 def _char_class(pattern: str, i: int) -> tuple[int, str]:
-    """_char_class parses "[^a-z]" starting after "["; returns (index after "]", regex class)."""
+    """Parse a character class such as "[^a-z]" starting after "[".
+
+    Return (index after "]", regex class); raise ValueError for a malformed class.
+    """
     n = len(pattern)
     negate = i < n and pattern[i] == "^"
     if negate:
@@ -70,7 +73,7 @@ def _class_char(pattern: str, i: int) -> tuple[str, int]:
 
 @lru_cache(maxsize=1024)
 def compile_pattern(pattern: str) -> re.Pattern[str]:
-    """compile_pattern checks a module pattern and compiles it; raises ValueError naming the problem."""
+    """Check a module pattern and compile it; raise ValueError naming the problem."""
     if not pattern:
         raise ValueError("empty pattern")
     if pattern.startswith("/") or "//" in pattern or pattern.endswith("/"):
@@ -81,8 +84,10 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
 
 
 def match(pattern: str, module: str) -> bool:
-    """match reports whether pattern matches module or one of its path prefixes, as GOPRIVATE does:
-    "github.com/org/*" matches "github.com/org/repo/sub". Raises ValueError for a bad pattern."""
+    """Report whether pattern matches module or one of its path prefixes, as GOPRIVATE does.
+
+    "github.com/org/*" matches "github.com/org/repo/sub". Raises ValueError for a bad pattern.
+    """
     regex = compile_pattern(pattern)
     elems = pattern.count("/") + 1
     parts = module.split("/")
@@ -92,5 +97,5 @@ def match(pattern: str, module: str) -> bool:
 
 
 def match_any(patterns: tuple[str, ...] | list[str], module: str) -> bool:
-    """match_any reports whether any of patterns matches module."""
+    """Report whether any of patterns matches module."""
     return any(match(p, module) for p in patterns)

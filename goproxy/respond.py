@@ -16,7 +16,7 @@ from .config import Config
 from .errors import MethodNotAllowed, ProxyError
 from .http1 import HeadError, Request, format_head
 from .metrics import Metrics
-from .modpath import Artifact, SumdbRequest, parse_request
+from .request import Artifact, SumdbRequest, parse_request
 from .service import Service
 from .storage.base import Blob
 

@@ -16,7 +16,8 @@ from .errors import NotFound, ProxyError, StorageError, UpstreamError
 from .fetch import WAIT_TIMEOUT, Fetcher, FetchTimeout, NotFoundMemory
 from .gate import RuleGate
 from .locks import KeyLocks
-from .modpath import Artifact, SumdbRequest, unescape_path
+from .modpath import unescape_path
+from .request import Artifact, SumdbRequest
 from .rules import Rules
 from .singleflight import SingleFlight
 from .storage.base import Blob, Storage

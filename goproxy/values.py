@@ -131,7 +131,7 @@ def check_url(url: str) -> str:
     return url
 
 
-# OFF is the -upstream value that means no upstream at all (offline: serve the cache only).
+# The -upstream value that means no upstream at all (offline: serve the cache only).
 OFF = "off"
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from goproxy.access import Access
-from goproxy.config import load
+from goproxy.configload import load
 from goproxy.errors import ConfigError
 from goproxy.gate import is_release, newest
 from goproxy.rules import parse_rules

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from goproxy import config as cfg
+from goproxy import configload as cfg
 from goproxy.airgap.gosum import InputError, Wants, parse_gomod, parse_gosum, parse_module_list, read_inputs
 from goproxy.errors import ConfigError
 

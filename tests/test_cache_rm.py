@@ -131,7 +131,7 @@ def test_rm_on_a_bucket_removes_the_object_and_the_local_copy(seaweed: Seaweed, 
         monkeypatch.setenv(name, value)
     env = {"STORAGE": s3_url, "S3_ENDPOINT": seaweed.endpoint, "CACHE_DIR": str(tmp_path / "local")}
     from goproxy.app import build
-    from goproxy.config import load
+    from goproxy.configload import load
 
     app = build(load({}, env))
     for key in ("example.com/m/@v/v1.0.0.mod", "example.com/m/@v/v1.0.0.info", "example.com/m/@v/v1.1.0.mod"):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from goproxy.config import build
+from goproxy.configload import build
 from goproxy.errors import ConfigError
 from goproxy.server import ProxyServer
 from goproxy.storage.cleanup import Cleaner, Housekeeping, Report, next_pass_at

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from goproxy import cli
-from goproxy import config as cfg
+from goproxy import configload as cfg
 from goproxy.cli.common import parse_flags
-from goproxy.config import OPTIONS, Config, build
+from goproxy.config import OPTIONS, Config
+from goproxy.configload import build
 from goproxy.errors import ConfigError
 from goproxy.values import format_duration, parse_duration, parse_size
 

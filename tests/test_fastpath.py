@@ -15,7 +15,7 @@ import pytest
 
 from goproxy.app import build
 from goproxy.config import Config
-from goproxy.modpath import parse_request
+from goproxy.request import parse_request
 from goproxy.server import ProxyServer
 from tests.support.helpers import get, wait_for
 from tests.support.upstream import Upstream, generate

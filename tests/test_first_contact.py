@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from goproxy import config as cfg
+from goproxy import configload as cfg
 from goproxy.errors import ConfigError
 from tests.support.helpers import ROOT
 

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from goproxy.errors import BadRequest, NotFound
-from goproxy.modpath import escape_path, escape_version, parse_request, unescape_path, unescape_version
+from goproxy.modpath import escape_path, escape_version, unescape_path, unescape_version
+from goproxy.request import parse_request
 from goproxy.server import ProxyServer
 from tests.support.helpers import get
 from tests.support.upstream import Upstream, generate

@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 
 from goproxy.errors import BadRequest, NotFound
 from goproxy.modpath import (
-    Artifact,
     check_file_path,
     check_import_path,
     check_path,
@@ -20,11 +19,11 @@ from goproxy.modpath import (
     is_canonical,
     is_valid_version,
     match_path_major,
-    parse_request,
     split_path_version,
     unescape_path,
     unescape_version,
 )
+from goproxy.request import Artifact, parse_request
 
 # module_test.go checkPathTests: (path, CheckPath ok, CheckImportPath ok, CheckFilePath ok).
 # Go's "x.y/\xFFz" (invalid UTF-8) is written as the lone surrogate that surrogateescape

@@ -237,6 +237,6 @@ def test_a_remembered_not_found_for_a_list_is_answered_at_once_while_the_upstrea
 ], ids=["default", "file", "env-over-file", "flag-over-env"])
 def test_max_stale_is_read_from_every_layer(file_data: dict[str, str], env: dict[str, str],
                                             flags: dict[str, str], want: float) -> None:
-    from goproxy.config import build
+    from goproxy.configload import build
 
     assert build(file_data, env, flags).max_stale == want

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from goproxy.config import build
+from goproxy.configload import build
 from goproxy.errors import ConfigError
 from goproxy.net.http import Transport
 from goproxy.net.proxy import NoProxy, Proxy, ProxyURL, parse_no_proxy, parse_proxy_url

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from goproxy.config import PrivateUpstream, build
+from goproxy.config import PrivateUpstream
+from goproxy.configload import build
 from goproxy.errors import ConfigError
 from goproxy.patterns import match
 from goproxy.server import ProxyServer

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from goproxy.config import build
+from goproxy.configload import build
 from goproxy.errors import ConfigError
 from goproxy.net.dns import DNSServer, ResolveError, Resolver, parse_dns_server
 from tests.support.certs import Certs

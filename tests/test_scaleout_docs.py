@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from goproxy import config as cfg
+from goproxy import configload as cfg
 from tests.support.helpers import ROOT
 
 README = (ROOT / "README.md").read_text()

@@ -90,7 +90,7 @@ def test_gosumdb_forms() -> None:
 
 
 def test_bad_gosumdb_names_the_variable() -> None:
-    from goproxy.config import build
+    from goproxy.configload import build
 
     with pytest.raises(ConfigError, match="GOSUMDB"):
         build({}, {"GOSUMDB": "sum.golang.org+00000000+AAAA"}, {})

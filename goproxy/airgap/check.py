@@ -1,4 +1,4 @@
-"""check: is every module version a project needs in the cache (and, online, can it be fetched)?"""
+"""The check of a project's needs: which module versions are in the cache, and (online) which can be fetched."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ..errors import NotFound, ProxyError
-from ..modpath import Artifact, escape_path, escape_version
+from ..modpath import escape_path, escape_version
 from ..net.http import Response
+from ..request import Artifact
 from ..storage.base import Storage
 from ..upstream import Upstream, Upstreams
 from .gosum import Want
@@ -46,9 +47,12 @@ def _small(resp: Response, _up: Upstream) -> bytes:
 
 
 class Checker:
-    """Check module versions against storage; with upstreams (None offline), ask whether a missing
-    one can be fetched. sumdb_name and needs_record, when given, make a version without its lookup
-    record in the cache missing too (offline, the go command has nowhere else to verify it)."""
+    """A checker of module versions against storage.
+
+    With upstreams (None offline), it asks whether a missing one can be fetched. sumdb_name and
+    needs_record, when given, make a version without its lookup record in the cache missing too
+    (offline, the go command has nowhere else to verify it).
+    """
 
     def __init__(self, storage: Storage, upstreams: Upstreams | None, sumdb_name: str = "",
                  needs_record: Callable[[str], bool] = lambda module: False, workers: int = 8) -> None:

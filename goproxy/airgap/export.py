@@ -1,5 +1,7 @@
-"""bundle export: module files, the checksum database's signed tree head, records and tiles, in
-one deterministic tar with a manifest."""
+"""Bundle export: module files and checksum data in one deterministic tar with a manifest.
+
+The checksum data is the checksum database's signed tree head, records and tiles.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from ..errors import BadRequest, ProxyError
-from ..modpath import Artifact, escape_path, escape_version, is_canonical, unescape_path, unescape_version
+from ..modpath import escape_path, escape_version, is_canonical, unescape_path, unescape_version
+from ..request import Artifact
 from ..storage.base import PARTIAL_SUFFIXES, Storage
 from ..sumdb import dirhash, tlog
 from ..sumdb.verify import Verifier
@@ -75,7 +78,7 @@ def _module_hashes(storage: Storage, want: Want) -> tuple[str, str]:
 
 
 class Exporter:
-    """Make bundles from storage; the checksum database of verifier (which must have one) proves them."""
+    """The maker of bundles from storage; the checksum database of verifier (which must have one) proves them."""
 
     def __init__(self, storage: Storage, verifier: Verifier, tool: str) -> None:
         if verifier.sumdb is None:
@@ -154,8 +157,11 @@ class Exporter:
 
     def _tiles(self, tree: tlog.Tree, records: list[tuple[str, int, bytes]],
                dest: Destination | None) -> dict[str, bytes]:
-        """Return the tiles the go command needs to check records (and the destination's) against tree,
-        and tree against the destination's, less the tiles the destination has; keep them in storage."""
+        """Return the tiles a proof needs, less the tiles the destination has; keep them in storage.
+
+        They are the tiles the go command needs to check records (and the destination's) against
+        tree, and tree against the destination's.
+        """
         tiles = Tiles(self.sumdb.db.name, self.storage, fetch=self.sumdb.fetch_tile)
         try:
             for _key, rid, text in records:

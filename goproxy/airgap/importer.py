@@ -1,4 +1,4 @@
-"""bundle import: verify everything a bundle carries, then commit it to the cache all-or-nothing."""
+"""Bundle import: verify everything a bundle carries, then commit it to the cache all-or-nothing."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from typing import IO
 
 from ..errors import BadRequest, NotFound
 from ..gomod import check_gomod
-from ..modpath import Artifact, SumdbRequest, compare_versions, parse_request, unescape_path, unescape_version
+from ..modpath import compare_versions, unescape_path, unescape_version
+from ..request import Artifact, SumdbRequest, parse_request
 from ..storage.base import Storage, storage_error
 from ..sumdb import dirhash, tlog
 from ..sumdb.client import TILE_HEIGHT, verified_tree_key
@@ -37,8 +38,11 @@ _ORDER = {"zip": 0, "mod": 0, "info": 0, "list": 1, "tile": 2, "record": 3, "hea
 
 @dataclass
 class ImportReport:
-    """What an import did: the keys it wrote, how many members were already there, and the
-    checksum database's tree size in the cache before and after."""
+    """What an import did.
+
+    The keys it wrote, how many members were already there, and the checksum database's tree size
+    in the cache before and after.
+    """
 
     db_name: str
     committed: list[str] = field(default_factory=list)
@@ -73,7 +77,7 @@ def _lookup_target(req: SumdbRequest) -> tuple[str, str]:
 
 
 class Importer:
-    """Import bundles into storage.
+    """The importer of bundles into storage.
 
     trusted_key(name) is the verifier key this proxy trusts for checksum database name (None:
     not trusted); unverified(module) says a module may come without a lookup record (GONOSUMDB).

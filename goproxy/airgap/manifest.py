@@ -1,5 +1,7 @@
-"""A bundle's manifest.json: its members, module versions and checksum database head, and what it
-tells a later export about the destination."""
+"""A bundle's manifest.json: its members, module versions and checksum database head.
+
+Also what it tells a later export about the destination.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +19,10 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class BundleError(Exception):
-    """A bundle that is refused: malformed, truncated, tampered with or not provable; the message
-    names the first bad member."""
+    """A bundle that is refused: malformed, truncated, tampered with or not provable.
+
+    The message names the first bad member.
+    """
 
 
 class ExportError(Exception):
@@ -36,8 +40,11 @@ class Member:
 
 @dataclass(frozen=True)
 class ModuleEntry:
-    """One module version: its zip's and go.mod's h1 hashes ("" when not carried) and the id of
-    its record in the checksum database's log (-1 when it has none, as under GONOSUMDB)."""
+    """One module version: its zip's and go.mod's h1 hashes and the id of its record.
+
+    A hash is "" when not carried; the record is the version's in the checksum database's log
+    (-1 when it has none, as under GONOSUMDB).
+    """
 
     module: str
     version: str
@@ -53,8 +60,11 @@ class ModuleEntry:
 
 @dataclass(frozen=True)
 class Destination:
-    """What a destination holds once it imported a bundle (and those before it): the checksum
-    database's tree size and hash (base64), its module versions, and the tile paths it has."""
+    """What a destination holds once it imported a bundle (and those before it).
+
+    The checksum database's tree size and hash (base64), its module versions, and the tile paths
+    it has.
+    """
 
     tree_size: int = 0
     tree_hash: str = ""

@@ -1,4 +1,4 @@
-"""-upstream off: an upstream list that never leaves the machine and answers from the cache alone."""
+"""Offline serving (-upstream off): an upstream list that never leaves the machine and answers from the cache alone."""
 
 from __future__ import annotations
 
@@ -12,16 +12,9 @@ from collections.abc import Callable
 
 from ..errors import BadRequest, NotFound
 from ..metrics import Metrics
-from ..modpath import (
-    Artifact,
-    SumdbRequest,
-    compare_versions,
-    is_canonical,
-    parse_request,
-    unescape_path,
-    unescape_version,
-)
+from ..modpath import compare_versions, is_canonical, unescape_path, unescape_version
 from ..net.http import Response, Transport
+from ..request import Artifact, SumdbRequest, parse_request
 from ..storage.base import PARTIAL_SUFFIXES, Storage
 from ..sumdb.client import verified_tree_key
 from ..sumdb.tiles import Tile, parse_tile_path
@@ -29,7 +22,7 @@ from ..upstream import Consume, T, Upstream, Upstreams
 
 log = logging.getLogger(__name__)
 
-# OFFLINE is the upstream an offline answer says it came from.
+# The upstream an offline answer says it came from.
 OFFLINE = Upstream("offline:")
 
 
@@ -69,10 +62,10 @@ class BytesResponse(Response):
         return data
 
     def release(self) -> None:
-        """Nothing to give back."""
+        """Do nothing: there is nothing to give back."""
 
     def close(self) -> None:
-        """Nothing to close."""
+        """Do nothing: there is nothing to close."""
 
 
 def _is_release(version: str) -> bool:

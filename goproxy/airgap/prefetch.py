@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ..errors import ProxyError
-from ..modpath import Artifact
+from ..request import Artifact
 from ..service import Reply, Service
 from ..storage.base import Storage
 from ..sumdb import dirhash
@@ -41,12 +41,12 @@ def _cached_hash(reply: Reply, kind: str, want: Want) -> str:
 
 
 class Prefetcher:
-    """Fetch module versions into the cache through the service (fetch, verify, commit, one fetch
-    per key), several versions at once.
+    """A fetcher of module versions into the cache through the service, several versions at once.
 
-    Files the service fetches are checked against go.sum before they are committed (the service's
-    verifier is a GoSumVerifier); files already cached are checked here. A version that fails
-    (a hash mismatch, say) keeps nothing this run fetched for it.
+    The service fetches, verifies and commits, one fetch per key. Files the service fetches are
+    checked against go.sum before they are committed (the service's verifier is a GoSumVerifier);
+    files already cached are checked here. A version that fails (a hash mismatch, say) keeps nothing
+    this run fetched for it.
     """
 
     def __init__(self, service: Service, storage: Storage, workers: int = 8) -> None:

@@ -19,8 +19,10 @@ class MissingTile(tlog.TlogError):
 
 
 class Tiles:
-    """Tile data of one checksum database, looked for in layers: extra (a bundle's tiles by cache
-    key), then storage, each by exact path then as a prefix of the full tile, then fetch.
+    """Tile data of one checksum database, looked for in layers.
+
+    First extra (a bundle's tiles by cache key), then storage, each by exact path then as a
+    prefix of the full tile, then fetch.
 
     Every tile a reader authenticated against its tree is kept in verified (cache key → data).
     """

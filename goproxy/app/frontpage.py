@@ -25,7 +25,7 @@ Clock = Callable[[], float]
 
 
 class LogCapture:
-    """Attach a log handler to the root logger while the server runs (start), detach it at stop."""
+    """A log handler attached to the root logger while the server runs (start) and detached at stop."""
 
     def __init__(self, handler: logging.Handler) -> None:
         self.handler = handler
@@ -41,13 +41,13 @@ class LogCapture:
 
 def build_status(config: Config, app: App, progress: Progress, clock: Clock = time.time,
                  ) -> tuple[StatusSource, History, WarningRing]:
-    """Return the front page's status collector, with the history sampler and the warnings ring
-    it reads (both still to be started or attached by the caller).
+    """Return the front page's status collector, with the history sampler and the warnings ring it reads.
 
-    Alone, the process shows its own figures. As one of several workers (metrics in a region
-    made for several processes) it shows the whole server's: the others' downloads, warnings,
-    upstream health and history from their boards (it posts its own on its board as they
-    change), the parent's start time, and cleanup passes the parent runs on the interval's grid.
+    The sampler and the ring are still to be started or attached by the caller. Alone, the process
+    shows its own figures. As one of several workers (metrics in a region made for several
+    processes) it shows the whole server's: the others' downloads, warnings, upstream health and
+    history from their boards (it posts its own on its board as they change), the parent's start
+    time, and cleanup passes the parent runs on the interval's grid.
     """
     metrics = app.metrics
     region = metrics.region

@@ -65,8 +65,11 @@ class SumdbSources:
 
     def __init__(self, make: Callable[[str, str], Sources], names: list[str], explicit: dict[str, str],
                  storage: Storage) -> None:
-        """Make Sources with make(name, url) (url "" for the usual places); explicit maps names to
-        the database URL -gosumdb gives."""
+        """Make each database's Sources with make(name, url) (url "" for the usual places).
+
+        names are the databases known from the start; explicit maps names to the database URL
+        -gosumdb gives.
+        """
         self._make = make
         self._storage = storage
         self._sources = {name: make(name, explicit.get(name, "")) for name in names}

@@ -1,5 +1,8 @@
-"""Wiring of storage: the disk cache or a shared bucket with its local tier, and the coordination
-of replicas (locks, last-used times, cleanup)."""
+"""Wiring of storage and of the coordination of replicas.
+
+Storage is the disk cache or a shared bucket with its local tier; coordination is locks,
+last-used times and cleanup.
+"""
 
 from __future__ import annotations
 
@@ -54,11 +57,12 @@ def s3_proxies(config: Config) -> dict[str, str]:
 
 
 def build_storage(config: Config) -> tuple[Storage, DiskStorage]:
-    """Return the storage config asks for and its local disk: the disk cache in -cache itself,
-    or, with -storage s3://…, the bucket and its local read-through tier in -cache.
+    """Return the storage config asks for and its local disk.
 
-    Raises StartupError when the cache directory cannot be made, boto3 is missing, or the
-    bucket cannot be reached (missing, credentials refused, store down).
+    Without -storage both are the disk cache in -cache itself; with -storage s3://…, the bucket and
+    its local read-through tier in -cache. Raises StartupError when the cache directory cannot be
+    made, boto3 is missing, or the bucket cannot be reached (missing, credentials refused, store
+    down).
     """
     root = os.path.abspath(config.cache_dir)
     try:
@@ -82,10 +86,10 @@ def build_storage(config: Config) -> tuple[Storage, DiskStorage]:
 
 @dataclass
 class Coordination:
-    """How the processes (and replicas) sharing storage agree: locks per key, last-used times,
-    cleaners, and the checks /ready makes of the shared parts.
+    """How the processes (and replicas) sharing storage agree.
 
-    usage and cleaner are the shared store's; with a bucket, usages and cleaners also hold the
+    It holds the locks per key, last-used times, cleaners, and the checks /ready makes of the
+    shared parts. usage and cleaner are the shared store's; with a bucket, usages and cleaners also hold the
     local tier's.
     """
 

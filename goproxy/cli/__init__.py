@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .. import __version__
+from .. import __version__, configload
 from .. import config as cfg
 from ..config import Config
 from ..errors import ConfigError
@@ -86,7 +86,7 @@ def usage() -> str:
         env = f" (env {', '.join(opt.env_names())})" if opt.env else ""
         shown = f" (default {default})" if default else ""
         lines.append(f"  -{opt.flag} {opt.kind}\n        {opt.help}{env}{shown}")
-    lines.append(f"  -{cfg.CONFIG_FLAG} file\n        YAML or JSON config file (env {cfg.CONFIG_ENV})")
+    lines.append(f"  -{configload.CONFIG_FLAG} file\n        YAML or JSON config file (env {configload.CONFIG_ENV})")
     lines.append("  -version\n        print the version and exit")
     return "\n".join(lines) + "\n"
 
@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return 0
         if rest:
             raise ConfigError(f"unexpected argument {rest[0]!r} (flags start with -; see -h)")
-        config = cfg.load(flags, env)
+        config = configload.load(flags, env)
     except ConfigError as exc:
         print(f"goproxy: {exc}", file=sys.stderr)
         return 2

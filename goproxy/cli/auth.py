@@ -1,4 +1,4 @@
-"""`goproxy auth hash`: make the salted hash of a client secret for the -auth-file."""
+"""The `goproxy auth hash` command: make the salted hash of a client secret for the -auth-file."""
 
 from __future__ import annotations
 

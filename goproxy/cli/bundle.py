@@ -1,4 +1,4 @@
-"""bundle export and bundle import: carry module files and checksum data across an air gap."""
+"""The bundle export and bundle import commands: carry module files and checksum data across an air gap."""
 
 from __future__ import annotations
 
@@ -90,8 +90,11 @@ def trusted_keys(config: Config) -> dict[str, str]:
 
 
 def import_command(args: list[str], environ: Mapping[str, str]) -> int:
-    """Run `goproxy bundle import [flags] FILE`: exit 0 when imported (or nothing was new), 1 when
-    the bundle is refused (nothing changed), 2 on bad usage."""
+    """Run `goproxy bundle import [flags] FILE`.
+
+    Exit 0 when imported (or nothing was new), 1 when the bundle is refused (nothing changed),
+    2 on bad usage.
+    """
     cmd = parse_command("bundle import", args, environ)
     if cmd is None:
         return 2

@@ -1,5 +1,7 @@
-"""Admin subcommands on the cache (a directory or a shared bucket), safe while servers run on it:
-cache stats, gc, verify, rm."""
+"""Admin subcommands on the cache (a directory or a shared bucket): cache stats, gc, verify, rm.
+
+Each is safe while servers run on the cache.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from dataclasses import dataclass, field
 from ..app import App, build
 from ..errors import ConfigError, ProxyError, StartupError
 from ..fetch import check_content
-from ..modpath import Artifact, SumdbRequest, escape_path, escape_version, is_canonical, parse_request
+from ..modpath import escape_path, escape_version, is_canonical
+from ..request import Artifact, SumdbRequest, parse_request
 from ..storage.base import PARTIAL_SUFFIXES, Blob, Stat, Storage
 from ..storage.cleanup import scan
 from ..validate import check_zip
@@ -38,7 +41,11 @@ times, taking the cleanup lock for gc).
 
 
 def cache_command(args: list[str], environ: Mapping[str, str]) -> int:
-    """cache_command runs `cache stats` or `cache gc`; returns 0, 1 (cache error) or 2 (usage)."""
+    """Run `goproxy cache stats|gc|verify|rm [flags]`; return the exit status.
+
+    Returns 0 on success, 1 for a cache error (or a failure the subcommand reports), 2 for bad
+    usage.
+    """
     if not args or args[0] in ("-h", "-help", "--help", "help"):
         sys.stdout.write(USAGE)
         return 0 if args else 2
@@ -92,7 +99,7 @@ def cache_command(args: list[str], environ: Mapping[str, str]) -> int:
 
 
 def stats(app: App) -> int:
-    """stats prints modules, versions, bytes and the oldest last use of the cache; returns 0."""
+    """Print modules, versions, bytes and the oldest last use of the cache; return 0."""
     found = scan(app.storage, time.time())
     known = app.usage.last_used()
     live = {p: e for p, e in found.entries.items() if e.files}
@@ -116,8 +123,11 @@ def stats(app: App) -> int:
 
 
 def gc(app: App, dry_run: bool) -> int:
-    """gc makes one cleanup pass with the configured limits and prints what it removed; returns 0,
-    or 1 when another replica holds the cleanup lock."""
+    """Make one cleanup pass with the configured limits and print what it removed.
+
+    With dry_run, print what would go and remove nothing. Returns 0, or 1 when another replica
+    holds the cleanup lock.
+    """
     config = app.config
     if not config.max_cache_age and not app.cleaner.max_size:
         print("no -max-cache-age or -max-cache-size set: nothing is due for removal")
@@ -213,8 +223,11 @@ class Found:
 
 
 def find(stores: list[Storage], target: Target) -> Found:
-    """Return the files of target in stores (the bucket, then the local tier): a version's .info, .mod
-    and .zip; for a whole module, every version's, its list and its @latest."""
+    """Return the files of target in stores (the bucket, then the local tier).
+
+    For a version: its .info, .mod and .zip; for a whole module, every version's, its list and
+    its @latest.
+    """
     module = escape_path(target.module)
     found = Found(target)
     for store in stores:
@@ -299,7 +312,7 @@ def _check_stored(req: Artifact | SumdbRequest, blob: Blob) -> str | None:
 
 
 def human_size(n: int) -> str:
-    """human_size renders bytes in decimal units: "1.5 MB"."""
+    """Return n bytes in decimal units: "1.5 MB"."""
     value = float(n)
     for unit in ("B", "kB", "MB", "GB", "TB"):
         if value < 1000 or unit == "TB":
@@ -309,7 +322,7 @@ def human_size(n: int) -> str:
 
 
 def ago(seconds: float) -> str:
-    """ago renders a duration coarsely: "3d4h", "5h2m", "40s"."""
+    """Return a duration of seconds coarsely: "3d4h", "5h2m", "40s"."""
     s = max(0, int(seconds))
     d, s = divmod(s, 86400)
     h, s = divmod(s, 3600)

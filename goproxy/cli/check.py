@@ -1,4 +1,4 @@
-"""check: say which module versions a project needs are in the cache, and which are missing."""
+"""The check command: say which module versions a project needs are in the cache, and which are missing."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from .prefetch import parse_command, read_wants, start, with_sumdb
 
 
 def check_command(args: list[str], environ: Mapping[str, str]) -> int:
-    """Run `goproxy check [flags] ARG...`: exit 0 when everything is present, 1 when anything is
-    missing, 2 on bad input.
+    """Run `goproxy check [flags] ARG...`.
+
+    Exit 0 when everything is present, 1 when anything is missing, 2 on bad input.
 
     Offline (-upstream off) a version also needs its checksum database record (of -gosumdb, or
     sum.golang.org); online, each missing one is looked up upstream.

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from queue import SimpleQueue
 
-from .. import config as cfg
+from .. import configload
 from ..config import Config
 from ..errors import ConfigError
 from ..progress import Progress
@@ -48,10 +48,12 @@ def parse_flags(args: Sequence[str],
 
 
 def load_command_config(flags: Mapping[str, str], environ: Mapping[str, str], command: str) -> Config | None:
-    """Return the Config of flags and environ, or print the error as `goproxy COMMAND: ...` and
-    return None (the caller exits 2)."""
+    """Return the Config of flags and environ, or None after printing the error.
+
+    The error is printed as `goproxy COMMAND: ...` (command names it); the caller exits 2.
+    """
     try:
-        return cfg.load(flags, environ)
+        return configload.load(flags, environ)
     except ConfigError as exc:
         print(f"{command}: {exc}", file=sys.stderr)
         return None

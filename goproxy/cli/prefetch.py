@@ -1,5 +1,7 @@
-"""prefetch: fill the cache with what go.sum, go.mod files and module lists name (and the helpers
-the air-gap commands share)."""
+"""The prefetch command: fill the cache with what go.sum, go.mod files and module lists name.
+
+Also the helpers the air-gap commands share.
+"""
 
 from __future__ import annotations
 
@@ -30,8 +32,11 @@ class Command:
 
 def parse_command(name: str, args: list[str], environ: Mapping[str, str], own: frozenset[str] = frozenset(),
                   booleans: frozenset[str] = frozenset()) -> Command | None:
-    """Return the command line of `goproxy NAME [flags] ARG...`: flags in own are the command's,
-    the rest configure the proxy as for serving. Prints the error and returns None on bad flags."""
+    """Return the command line of `goproxy NAME [flags] ARG...`, or None on bad flags.
+
+    Flags in own are the command's, the rest configure the proxy as for serving; flags in
+    booleans take no value. Prints the error before returning None.
+    """
     try:
         flags, rest = parse_flags(args, booleans=booleans)
     except ConfigError as exc:

@@ -11,8 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from .. import __version__
-from .. import config as cfg
+from .. import __version__, configload
 from ..accesslog import AccessLog
 from ..app import build_access, build_housekeeping, build_server
 from ..config import Config
@@ -236,7 +235,7 @@ def _reloader(environ: Mapping[str, str]) -> Callable[[], Config]:
     flags, _ = parse_flags(sys.argv[1:], booleans=frozenset({"h", "help", "version"}))
 
     def load() -> Config:
-        return cfg.load(flags, environ)
+        return configload.load(flags, environ)
 
     return load
 

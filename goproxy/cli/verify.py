@@ -1,4 +1,4 @@
-"""verify-cache: re-check every cached zip and go.mod against the checksum database."""
+"""The verify-cache command: re-check every cached zip and go.mod against the checksum database."""
 
 from __future__ import annotations
 
@@ -16,8 +16,10 @@ from .common import load_command_config, parse_flags, setup_logging
 
 
 def cached_artifacts(storage: Storage) -> Iterator[tuple[str, str, str, str]]:
-    """Yield (module, version, "zip" or "mod", key) for every committed zip and go.mod of a
-    canonical version, in key order (checksum database answers excluded)."""
+    """Yield (module, version, "zip" or "mod", key) for every committed zip and go.mod.
+
+    Only those of a canonical version, in key order; checksum database answers are excluded.
+    """
     for key in sorted(st.key for st in storage.scan()):
         escaped, sep, name = key.partition("/@v/")
         if not sep or key.startswith("sumdb/") or "/" in name or name.endswith(PARTIAL_SUFFIXES):
