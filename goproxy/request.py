@@ -148,3 +148,18 @@ def parse_request(path: str) -> Artifact | SumdbRequest:
     else:
         check_version(module, version)
     return Artifact(ext, module, version)
+
+
+def stored_artifact(key: str) -> Artifact | None:
+    """Return the module artifact stored under cache key key, or None when key names none.
+
+    None for checksum database files, partial and lock files, and anything whose name is not the
+    escaped form of a module path and version (what parse_request would refuse or name otherwise).
+    """
+    if key.startswith("sumdb/"):
+        return None
+    try:
+        req = parse_request("/" + key)
+    except (BadRequest, NotFound):
+        return None
+    return req if isinstance(req, Artifact) and req.key == key else None

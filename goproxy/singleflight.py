@@ -69,8 +69,3 @@ class SingleFlight(Generic[T]):
         with self._lock:
             call = self._calls.get(key)
             return call.waiters if call else 0
-
-    def keys(self) -> set[str]:
-        """Return the keys with a run under way."""
-        with self._lock:
-            return set(self._calls)

@@ -23,7 +23,7 @@ from goproxy.modpath import (
     unescape_path,
     unescape_version,
 )
-from goproxy.request import Artifact, parse_request
+from goproxy.request import Artifact, parse_request, stored_artifact
 
 # module_test.go checkPathTests: (path, CheckPath ok, CheckImportPath ok, CheckFilePath ok).
 # Go's "x.y/\xFFz" (invalid UTF-8) is written as the lone surrogate that surrogateescape
@@ -539,3 +539,22 @@ _VERSION = st.from_regex(r"v(0|[1-9][0-9]?)(\.(0|[1-9])(\.(0|[1-9])(-[0-9a-z]{1,
 @given(_VERSION, _VERSION)
 def test_compare_versions_is_antisymmetric(a: str, b: str) -> None:
     assert compare_versions(a, b) == -compare_versions(b, a)
+
+
+@pytest.mark.parametrize("key,want", [
+    ("github.com/!azure/x/@v/v1.2.3.zip", ("zip", "github.com/Azure/x", "v1.2.3")),
+    ("example.com/m/@v/v1.0.0.mod", ("mod", "example.com/m", "v1.0.0")),
+    ("example.com/m/@v/list", ("list", "example.com/m", "")),
+    ("example.com/m/@latest", ("latest", "example.com/m", "")),
+    ("example.com/m/@v/master.info", ("info", "example.com/m", "master")),
+    ("example.com/m/@v/v1.0.0.zip.part", None),
+    ("example.com/m/@v/v1.0.0.zip.1a2b3c4d.part", None),
+    ("example.com/m/@v/list.1a2b3c4d.part", None),
+    ("sumdb/sum.golang.org/lookup/example.com/m@v1.0.0", None),
+    ("github.com/Azure/x/@v/v1.2.3.zip", None),  # not the escaped form
+    (".usage.db", None),
+    (".locks/0a1b", None),
+], ids=lambda v: str(v))
+def test_stored_artifact_names_module_files_and_nothing_else(key: str, want: tuple[str, str, str] | None) -> None:
+    art = stored_artifact(key)
+    assert (None if art is None else (art.kind, art.module, art.version)) == want

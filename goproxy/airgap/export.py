@@ -16,10 +16,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
-from ..errors import BadRequest, ProxyError
-from ..modpath import escape_path, escape_version, is_canonical, unescape_path, unescape_version
-from ..request import Artifact
-from ..storage.base import PARTIAL_SUFFIXES, Storage
+from ..errors import ProxyError
+from ..modpath import escape_path, escape_version
+from ..request import Artifact, stored_artifact
+from ..storage.base import Storage
 from ..sumdb import dirhash, tlog
 from ..sumdb.verify import Verifier
 from .gosum import Want, Wants
@@ -33,17 +33,10 @@ def cached_wants(storage: Storage) -> Wants:
     """Return every canonical module version in storage: with its zip when cached, else its go.mod."""
     found: dict[tuple[str, str], bool] = {}
     for st in storage.scan():
-        escaped, sep, name = st.key.partition("/@v/")
-        base, _, ext = name.rpartition(".")
-        if (not sep or st.key.startswith("sumdb/") or "/" in name or name.endswith(PARTIAL_SUFFIXES)
-                or ext not in ("zip", "mod")):
-            continue
-        try:
-            module, version = unescape_path(escaped), unescape_version(base)
-        except BadRequest:
-            continue
-        if is_canonical(version):
-            found[(module, version)] = found.get((module, version), False) or ext == "zip"
+        art = stored_artifact(st.key)
+        if art is not None and art.kind in ("zip", "mod") and art.immutable:
+            pair = (art.module, art.version)
+            found[pair] = found.get(pair, False) or art.kind == "zip"
     wants = Wants()
     for (module, version), has_zip in found.items():
         wants.add(module, version, zip=has_zip)

@@ -12,10 +12,10 @@ from collections.abc import Callable
 
 from ..errors import BadRequest, NotFound
 from ..metrics import Metrics
-from ..modpath import compare_versions, is_canonical, unescape_path, unescape_version
+from ..modpath import compare_versions, is_canonical
 from ..net.http import Response, Transport
-from ..request import Artifact, SumdbRequest, parse_request
-from ..storage.base import PARTIAL_SUFFIXES, Storage
+from ..request import Artifact, SumdbRequest, parse_request, stored_artifact
+from ..storage.base import Storage
 from ..sumdb.client import verified_tree_key
 from ..sumdb.tiles import Tile, parse_tile_path
 from ..upstream import Consume, T, Upstream, Upstreams
@@ -177,14 +177,8 @@ class OfflineUpstreams(Upstreams):
     def _scan(self) -> dict[str, set[str]]:
         index: dict[str, set[str]] = {}
         for st in self.storage.scan():
-            escaped, sep, name = st.key.partition("/@v/")
-            if not sep or "/" in name or not name.endswith(".zip") or name.endswith(PARTIAL_SUFFIXES):
-                continue
-            try:
-                module, version = unescape_path(escaped), unescape_version(name[:-len(".zip")])
-            except BadRequest:
-                continue
-            if is_canonical(version):
-                index.setdefault(module, set()).add(version)
+            art = stored_artifact(st.key)
+            if art is not None and art.kind == "zip" and art.immutable:
+                index.setdefault(art.module, set()).add(art.version)
         log.debug("offline index: %d modules", len(index))
         return index

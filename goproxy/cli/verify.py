@@ -7,9 +7,9 @@ import sys
 from collections.abc import Iterator, Mapping
 
 from ..app import build
-from ..errors import BadRequest, ChecksumError, ConfigError, ProxyError
-from ..modpath import is_canonical, unescape_path, unescape_version
-from ..storage.base import PARTIAL_SUFFIXES, Storage
+from ..errors import ChecksumError, ConfigError, ProxyError
+from ..request import stored_artifact
+from ..storage.base import Storage
 from ..sumdb import dirhash
 from ..sumdb.db import KNOWN_SUMDB_KEYS, parse_gosumdb
 from .common import load_command_config, parse_flags, setup_logging
@@ -21,18 +21,9 @@ def cached_artifacts(storage: Storage) -> Iterator[tuple[str, str, str, str]]:
     Only those of a canonical version, in key order; checksum database answers are excluded.
     """
     for key in sorted(st.key for st in storage.scan()):
-        escaped, sep, name = key.partition("/@v/")
-        if not sep or key.startswith("sumdb/") or "/" in name or name.endswith(PARTIAL_SUFFIXES):
-            continue
-        base, _, ext = name.rpartition(".")
-        if ext not in ("zip", "mod"):
-            continue
-        try:
-            module, version = unescape_path(escaped), unescape_version(base)
-        except BadRequest:
-            continue
-        if is_canonical(version):
-            yield module, version, ext, key
+        art = stored_artifact(key)
+        if art is not None and art.kind in ("zip", "mod") and art.immutable:
+            yield art.module, art.version, art.kind, key
 
 
 def verify_cache(args: list[str], environ: Mapping[str, str]) -> int:
