@@ -229,9 +229,10 @@ def test_concurrent_first_checks_share_one_pbkdf2_run(monkeypatch: pytest.Monkey
                for _ in range(8)]
     for t in threads:
         t.start()
+    key = creds._mac("alice", "s3cret").hex()
+
     def all_but_one_wait() -> bool:
-        running = creds._flights.keys()
-        return any(creds._flights.waiters(k) == 7 for k in running)
+        return creds._flights.waiters(key) == 7
 
     wait_for(all_but_one_wait)
     release.set()
