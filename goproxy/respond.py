@@ -114,12 +114,16 @@ class Responder:
                 raise MethodNotAllowed(f"method {method} not allowed; use GET or HEAD")
             path = target.partition("?")[0]
             control = self.control
-            if control.auth is not None and control.needs_credential(path):
-                if now_only and control.auth.current().remembered(req.header("authorization")) is False:
+            auth = control.auth
+            if auth is not None and control.needs_credential(path):
+                auth.maybe_reload()
+                who = auth.current().remembered(req.header("authorization")) if now_only else False
+                if who is False and now_only:
                     return None  # telling needs a hash: a handler thread does it
-                refused = self._authenticate(control, req, client, extra, keep, started)
-                if refused is not None:
-                    return refused
+                if not isinstance(who, str):  # not a remembered success: check() decides
+                    refused = self._authenticate(control, req, client, extra, keep, started)
+                    if refused is not None:
+                        return refused
             route = self.extra_routes.get(path)
             if route is not None:
                 if now_only:
@@ -172,7 +176,6 @@ class Responder:
         """Return None when req carries a valid credential, else its 401 answer (logged without the secret)."""
         auth = control.auth
         assert auth is not None
-        auth.maybe_reload()
         header = req.header("authorization")
         if auth.current().check(header) is not None:
             return None
