@@ -34,6 +34,7 @@ _MAX_ITERATIONS = (1 << 32) - 1
 _MAX_SALT = 1024
 _DIGEST_SIZE = 32
 _MAX_HEADER = 4096  # longer Authorization values are refused before any work
+_REMEMBER_HEADERS = 1024  # Authorization values remembered as good, forgotten all at once when full
 _REMEMBER_FAILURES = 1024
 
 
@@ -181,6 +182,8 @@ class Credentials:
         self._dummy = _Hash(cost, secrets.token_bytes(SALT_SIZE), secrets.token_bytes(_DIGEST_SIZE))
         self._key = secrets.token_bytes(32)
         self._verified: dict[str, bytes] = {}  # name → MAC of "name:secret"; one per name at most
+        # MAC of a whole Authorization value → its name: a hit's check is one keyed hash, no decoding.
+        self._good_headers: dict[bytes, str] = {}
         self._failed: OrderedDict[bytes, None] = OrderedDict()
         self._lock = threading.Lock()
         self._flights: SingleFlight[bool] = SingleFlight()
@@ -241,6 +244,9 @@ class Credentials:
         None for a missing or malformed value, an unknown name or a wrong secret. An unknown
         name costs the same PBKDF2 work as a known one; a remembered success costs one keyed hash.
         """
+        good = self._good_header(authorization)
+        if good is not None:
+            return good
         parsed = parse_authorization(authorization)
         if parsed is None:
             return None
@@ -248,14 +254,14 @@ class Credentials:
         mac = self._mac(name, secret)
         known = self._verified.get(name)
         if known is not None and hmac.compare_digest(known, mac):
-            return name
+            return self._remember_header(authorization, name)
         with self._lock:
             if mac in self._failed:
                 self._failed.move_to_end(mac)
                 return None
         # Concurrent first requests with the same credentials share one PBKDF2 run.
         ok, _ = self._flights.do(mac.hex(), lambda: self._verify(name, secret, mac))
-        return name if ok else None
+        return self._remember_header(authorization, name) if ok else None
 
     def remembered(self, authorization: str | None) -> str | bool | None:
         """Answer at once what check() would, or False when only PBKDF2 could tell.
@@ -263,14 +269,36 @@ class Credentials:
         Returns the name for a remembered success, None for a missing or malformed value (which
         check() refuses without hashing too), False otherwise. Never runs PBKDF2.
         """
+        good = self._good_header(authorization)
+        if good is not None:
+            return good
         parsed = parse_authorization(authorization)
         if parsed is None:
             return None
         name, secret = parsed
         known = self._verified.get(name)
         if known is not None and hmac.compare_digest(known, self._mac(name, secret)):
-            return name
+            return self._remember_header(authorization, name)
         return False
+
+    def _header_mac(self, authorization: str) -> bytes:
+        return hashlib.blake2b(authorization.encode("utf-8", "surrogatepass"), key=self._key,
+                               digest_size=32).digest()
+
+    def _good_header(self, authorization: str | None) -> str | None:
+        """Return the name of an Authorization value check() found good before, else None."""
+        if not authorization or len(authorization) > _MAX_HEADER:
+            return None
+        return self._good_headers.get(self._header_mac(authorization))
+
+    def _remember_header(self, authorization: str | None, name: str) -> str:
+        """Remember authorization, which check() found good, as name's; return name."""
+        if authorization:
+            with self._lock:
+                if len(self._good_headers) >= _REMEMBER_HEADERS:
+                    self._good_headers.clear()
+                self._good_headers[self._header_mac(authorization)] = name
+        return name
 
     def _mac(self, name: str, secret: str) -> bytes:
         # Keyed BLAKE2b is a MAC (RFC 7693) at a third of HMAC-SHA256's cost for short inputs.

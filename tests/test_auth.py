@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from goproxy import auth as auth_module
 from goproxy.auth import (
     CHALLENGE,
     DEFAULT_ITERATIONS,
@@ -212,6 +213,26 @@ def test_memory_does_not_hold_the_secret(creds: Credentials) -> None:
     for secret in ("s3cret", "wr0ng-guess"):
         assert secret not in state
         assert repr(secret.encode())[2:-1] not in state
+        assert basic("alice", secret).split()[1] not in state
+
+
+def test_a_good_header_seen_before_is_not_decoded_again(creds: Credentials, monkeypatch: pytest.MonkeyPatch) -> None:
+    header = basic("alice", "s3cret")
+    assert creds.check(header) == "alice"
+
+    def no_decoding(value: str | None) -> None:
+        raise AssertionError(f"decoded {value!r} again")
+
+    monkeypatch.setattr("goproxy.auth.parse_authorization", no_decoding)
+    assert creds.remembered(header) == "alice"
+    assert creds.check(header) == "alice"
+
+
+def test_good_headers_remembered_are_bounded(creds: Credentials) -> None:
+    token = basic("alice", "s3cret").split()[1]
+    for spaces in range(1, auth_module._REMEMBER_HEADERS + 10):
+        assert creds.check("Basic" + " " * spaces + token) == "alice"
+    assert len(creds._good_headers) <= auth_module._REMEMBER_HEADERS
 
 
 def test_concurrent_first_checks_share_one_pbkdf2_run(monkeypatch: pytest.MonkeyPatch) -> None:
