@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from .config import Config
 from .download import Downloader
@@ -120,29 +121,53 @@ class Fetcher:
         # Fetches run on threads of their own, reused: starting a thread per fetch cost about a
         # third of a loopback miss's time in the thread waiting for it.
         self._fetchers = Spawner("goproxy-fetch")
+        # Answers handed to their client before they were committed, still being committed.
+        self._committing = 0
+        self._committed = threading.Condition()
 
-    def start(self, req: Artifact | SumdbRequest, upstream_path: str) -> concurrent.futures.Future[bool]:
+    def start(self, req: Artifact | SumdbRequest, upstream_path: str,
+              early: bool = False) -> concurrent.futures.Future[bool | bytes]:
         """Start the fetch of req in a thread of its own (joining one under way); return its future.
 
         The fetch runs to its end whoever waits for it, so a client that gives up never stops
-        the cache from filling.
+        the cache from filling. With early, an immutable answer other than a zip that this call's
+        fetch gets is the future's result as soon as it has passed its checks, before it is
+        committed to the cache (its fsync is off the client's path); otherwise the result is
+        True once the artifact is in the cache.
         """
-        return self.spawn(req.key, lambda: self._fetch(req, upstream_path))
+        fut: concurrent.futures.Future[bool | bytes] = concurrent.futures.Future()
 
-    def spawn(self, key: str, fn: Callable[[], bool]) -> concurrent.futures.Future[bool]:
-        """Run fn in a thread of its own as the single flight of key; return its future."""
-        fut: concurrent.futures.Future[bool] = concurrent.futures.Future()
+        def answer(data: bytes) -> None:  # runs in the fetch's thread, as spawn's setting of fut does
+            if not fut.done():  # a fetch that lost its lock and fetched again has answered already
+                fut.set_result(data)
+
+        early = early and req.immutable
+        return self.spawn(req.key, lambda: self._fetch(req, upstream_path, answer if early else None), fut)
+
+    def spawn(self, key: str, fn: Callable[[], bool],
+              fut: concurrent.futures.Future[bool | bytes] | None = None) -> concurrent.futures.Future[bool | bytes]:
+        """Run fn in a thread of its own as the single flight of key; return fut (a new future when None).
+
+        fut gets fn's result (or a joined flight's) unless fn gave it one already.
+        """
+        if fut is None:
+            fut = concurrent.futures.Future()
+        done = fut
 
         def run() -> None:
             try:
-                fut.set_result(self.flights.do(key, fn, WAIT_TIMEOUT)[0])
+                result = self.flights.do(key, fn, WAIT_TIMEOUT)[0]
             except BaseException as exc:  # handed to whoever waits on the future
-                fut.set_exception(exc)
+                if not done.done():
+                    done.set_exception(exc)
+                return
+            if not done.done():
+                done.set_result(result)
 
         self._fetchers.submit(run)
         return fut
 
-    def wait(self, key: str, fut: concurrent.futures.Future[bool], deadline: float) -> bool:
+    def wait(self, key: str, fut: concurrent.futures.Future[bool | bytes], deadline: float) -> bool | bytes:
         """Return the fetch's result, waiting until deadline.
 
         The upstreams get -upstream-timeout from the moment this process asks them: time spent
@@ -178,19 +203,22 @@ class Fetcher:
 
     # The fetch itself: once per key, across processes too.
 
-    def _fetch(self, req: Artifact | SumdbRequest, upstream_path: str) -> bool:
+    def _fetch(self, req: Artifact | SumdbRequest, upstream_path: str,
+               answer: Callable[[bytes], None] | None = None) -> bool:
         """Fill the cache for req from upstream; runs once per key at a time in this process.
 
         Across processes (or replicas) the key's lock makes it one fetch: a process that gets
-        the lock after another committed what it came for fetches nothing.
+        the lock after another committed what it came for fetches nothing. answer, when given,
+        gets a small answer once it passed its checks, before it is committed.
         """
         try:
-            return self._fetch_once(req, upstream_path)
+            return self._fetch_once(req, upstream_path, answer)
         finally:
             with self._progress_lock:
                 self._progress.pop(req.key, None)
 
-    def _fetch_once(self, req: Artifact | SumdbRequest, upstream_path: str) -> bool:
+    def _fetch_once(self, req: Artifact | SumdbRequest, upstream_path: str,
+                    answer: Callable[[bytes], None] | None) -> bool:
         asked = self.clock()
         for attempt in (1, 2):
             self._set_progress(req.key, "queued")
@@ -200,7 +228,7 @@ class Fetcher:
                 if st is not None and (req.immutable or st.mtime >= asked):
                     return True  # another process fetched it while this one waited for the lock
                 try:
-                    return self._fetch_locked(req, upstream_path, st is not None, lease.valid)
+                    return self._fetch_locked(req, upstream_path, st is not None, lease.valid, answer)
                 except LeaseLost:
                     if attempt == 2:
                         raise
@@ -208,7 +236,8 @@ class Fetcher:
                                 req.key)
         raise AssertionError("unreachable")
 
-    def _fetch_locked(self, req: Artifact | SumdbRequest, upstream_path: str, refresh: bool, fence: Fence) -> bool:
+    def _fetch_locked(self, req: Artifact | SumdbRequest, upstream_path: str, refresh: bool, fence: Fence,
+                      answer: Callable[[bytes], None] | None) -> bool:
         # debug: the fetch's outcome is logged at info ("fetched", or why not) and the request's
         # access line says [CACHE MISS]; a record costs a wake-up of the log writer thread.
         log.debug("[CACHE %s] %s", "REFRESH" if refresh else "MISS", req.key)
@@ -220,7 +249,8 @@ class Fetcher:
                                      on_answer=lambda: self._set_progress(req.key, "answered"))
             else:
                 data = self._fetch_small(req, upstream_path)
-                self.storage.write(req.key, data, mtime=self.clock(), fence=fence)
+                with self._answered(answer, data):
+                    self.storage.write(req.key, data, mtime=self.clock(), fence=fence)
                 self.not_found.forget(req.key)
         except NotFound as exc:
             self.not_found.remember(req.key, exc)
@@ -238,6 +268,30 @@ class Fetcher:
         if not zip_artifact:  # the download logs its own line (Progress.finished)
             log.info("fetched %s in %.3fs", req.key, elapsed)
         return True
+
+    @contextlib.contextmanager
+    def _answered(self, answer: Callable[[bytes], None] | None, data: bytes) -> Iterator[None]:
+        """Hand data to answer (when given) and count the commit that follows as one settle() waits for.
+
+        Once the client has its answer, a failure to keep it is only logged.
+        """
+        if answer is None:
+            yield
+            return
+        with self._committed:
+            self._committing += 1
+        try:
+            answer(data)
+            yield
+        finally:
+            with self._committed:
+                self._committing -= 1
+                self._committed.notify_all()
+
+    def settle(self, timeout: float) -> bool:
+        """Wait up to timeout for the answers already given to be committed; return True when they are."""
+        with self._committed:
+            return self._committed.wait_for(lambda: self._committing == 0, timeout)
 
     def _fetch_small(self, req: Artifact | SumdbRequest, upstream_path: str) -> bytes:
         """Return a checked small answer for req (any artifact but a zip).

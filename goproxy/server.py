@@ -355,8 +355,9 @@ class ProxyServer:
         """Stop serving; return True when everything finished in time.
 
         Stop accepting, wait up to shutdown_timeout for the requests in flight and the answers
-        being sent, close the rest, then stop the background jobs in order. Call it from any
-        thread but the serving one.
+        being sent, close the rest, wait for answers given before they were committed to be
+        committed, then stop the background jobs in order. Call it from any thread but the
+        serving one.
         """
         if not self._stopped:
             self._stopped = True
@@ -370,6 +371,8 @@ class ProxyServer:
             else:
                 self.listener.close()
                 self._finish()
+            if not self.service.settle(self.config.shutdown_timeout):
+                log.warning("shutdown timeout: answers already given were not all kept in the cache")
             if self._thread is not None:
                 self._thread.join(timeout=5)
             for job in self.background:

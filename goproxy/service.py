@@ -58,8 +58,8 @@ class Service:
     def __init__(self, config: Config, storage: Storage, upstreams: Upstreams, flights: SingleFlight[bool],
                  verifier: Verifier, downloader: Downloader, locks: KeyLocks,
                  on_use: Callable[[str], None] | None = None, clock: Callable[[], float] = time.time,
-                 sumdbs: Callable[[str], Sources | None] = lambda name: None, control: Access | None = None
-                 ) -> None:
+                 sumdbs: Callable[[str], Sources | None] = lambda name: None, control: Access | None = None,
+                 early_answers: bool = False) -> None:
         """Answer from storage, fetching misses through upstreams, one fetch per key.
 
         One fetch per key means flights in this process, locks across the processes sharing storage
@@ -68,7 +68,9 @@ class Service:
         requested (before it is served); it must be cheap and never block. sumdbs(name) says where
         checksum database name is read from when it is served under /sumdb/ (None: not served here).
         control holds the module rules in force (read per request, so a reload applies at once): they
-        decide module artifacts, cached ones too (gate.RuleGate).
+        decide module artifacts, cached ones too (gate.RuleGate). With early_answers, a fetched
+        immutable answer other than a zip is given to its client once checked, while it is being
+        committed (the server's choice: its fsync is off the client's path; settle() waits for them).
         """
         self.config = config
         self.storage = storage
@@ -80,6 +82,7 @@ class Service:
         self.on_use = on_use
         self.clock = clock
         self.sumdbs = sumdbs
+        self.early_answers = early_answers
         self._not_found = NotFoundMemory(config, clock)
         self._fetches = Fetcher(config, storage, upstreams, flights, verifier, downloader, locks, clock, sumdbs,
                                 self._not_found)
@@ -160,6 +163,10 @@ class Service:
             self.on_use(req.key)
         return Reply(req.content_type, IMMUTABLE_CACHE_CONTROL, blob, "hit")
 
+    def settle(self, timeout: float) -> bool:
+        """Wait up to timeout for answers given before their commit to be committed; True when they are."""
+        return self._fetches.settle(timeout)
+
     def health(self) -> tuple[bool, str]:
         """Return (healthy, one-line text) for /health: degraded while an upstream is down.
 
@@ -188,13 +195,15 @@ class Service:
         if reply is not None:
             return reply
         self._not_found.check(req.key)
-        fetch = self._fetches.start(req, upstream_path)
+        fetch = self._fetches.start(req, upstream_path, early=self.early_answers)
         if isinstance(req, Artifact) and req.kind == "info":
             self._prefetch_mod(req)  # after the .info's own fetch started: the client waits for that one
         for attempt in range(3):  # cache cleanup may remove it between commit and open: fetch again
             if attempt:
-                fetch = self._fetches.start(req, upstream_path)
-            self._fetches.wait(req.key, fetch, deadline)
+                fetch = self._fetches.start(req, upstream_path, early=self.early_answers)
+            got = self._fetches.wait(req.key, fetch, deadline)
+            if isinstance(got, bytes):  # checked, and being committed while the client gets it
+                return Reply(req.content_type, IMMUTABLE_CACHE_CONTROL, Blob(len(got), self.clock(), body=got), "miss")
             reply = self._open(req, IMMUTABLE_CACHE_CONTROL, "miss")
             if reply is not None:
                 return reply
@@ -255,7 +264,7 @@ class Service:
         log.debug("refreshing %s in the background (%.0fs old)", req.key, age)
         metric = self.upstreams.metrics.background_refreshes
 
-        def done(fut: concurrent.futures.Future[bool]) -> None:
+        def done(fut: concurrent.futures.Future[bool | bytes]) -> None:
             metric.inc(result="ok" if fut.exception() is None else "failed")
 
         self._fetches.start(req, upstream_path).add_done_callback(done)
@@ -267,7 +276,7 @@ class Service:
         ok = sources.known()
         if ok is None:
             try:
-                ok = self._fetches.wait(req.key, self._fetches.spawn(req.key, sources.supported), deadline)
+                ok = self._fetches.wait(req.key, self._fetches.spawn(req.key, sources.supported), deadline) is True
             except FetchTimeout:
                 ok = False
         if not ok:

@@ -15,6 +15,7 @@ import pytest
 
 from goproxy.app import build
 from goproxy.config import Config
+from goproxy.errors import StorageError
 from goproxy.request import parse_request
 from goproxy.server import ProxyServer
 from tests.support.helpers import get, wait_for
@@ -29,6 +30,8 @@ def test_a_hit_held_in_memory_is_answered_while_the_only_handler_thread_waits_on
     upstream.add(generate("example.com/a", "v1.0.0"))
     b = upstream.add(generate("example.com/b", "v1.0.0"))
     proxy = make_proxy([upstream.url], handler_threads=1)
+    assert get(proxy, B_MOD)[2] == b.mod
+    assert proxy.service.settle(10)  # committed
     assert get(proxy, B_MOD)[2] == b.mod  # now held in memory
     upstream.gate = threading.Event()  # every upstream answer waits
     stuck: list[int] = []
@@ -59,6 +62,7 @@ def test_the_loops_answer_is_the_handler_threads_answer_counted_and_logged(
         conn.request(method, B_MOD)
         resp = conn.getresponse()
         answers.append((resp.status, sorted(resp.getheaders()), resp.read()))
+        assert proxy.service.settle(10)  # the miss's answer came before its commit
     conn.close()
     assert answers[0][2] == b.mod
     assert answers[1] == answers[0]
@@ -107,3 +111,52 @@ def test_serve_kept_answers_only_immutable_artifacts_held_in_memory_and_records_
     service.serve(listing).close()
     assert service.serve_kept(listing) is None  # mutable: its age decides, on disk
     assert service.serve_kept(parse_request("/sumdb/sum.golang.org/supported")) is None
+
+
+def test_a_fetched_mod_is_answered_while_it_is_committed_and_stop_waits_for_the_commit(
+        make_proxy: Callable[..., ProxyServer], upstream: Upstream, monkeypatch: pytest.MonkeyPatch) -> None:
+    b = upstream.add(generate("example.com/b", "v1.0.0"))
+    proxy = make_proxy([upstream.url])
+    storage = proxy.service.storage
+    key = B_MOD.lstrip("/")
+    committing, release, real = threading.Event(), threading.Event(), storage.write
+
+    def held(k: str, data: bytes, mtime: float | None = None, fence: Any = None) -> None:
+        committing.set()
+        assert release.wait(30)
+        real(k, data, mtime, fence)
+
+    monkeypatch.setattr(storage, "write", held)
+    assert get(proxy, B_MOD)[2] == b.mod  # answered while its commit is held
+    assert committing.is_set()
+    assert storage.stat(key) is None
+    assert not proxy.service.settle(0)
+    stopper = threading.Thread(target=proxy.stop, daemon=True)
+    stopper.start()
+    wait_for(lambda: proxy._done.is_set())  # the loop has finished; stop() now waits for the commit
+    assert stopper.is_alive()
+    release.set()
+    stopper.join(10)
+    assert not stopper.is_alive()
+    st = storage.stat(key)
+    assert st is not None
+    assert st.size == len(b.mod)
+
+
+def test_a_fetch_that_cannot_be_kept_still_answers_its_client(
+        make_proxy: Callable[..., ProxyServer], upstream: Upstream, monkeypatch: pytest.MonkeyPatch) -> None:
+    b = upstream.add(generate("example.com/b", "v1.0.0"))
+    proxy = make_proxy([upstream.url])
+    storage = proxy.service.storage
+
+    def full(k: str, data: bytes, mtime: float | None = None, fence: Any = None) -> None:
+        raise StorageError(f"cannot write {k} to the cache: No space left on device")
+
+    monkeypatch.setattr(storage, "write", full)
+    assert get(proxy, B_MOD)[2] == b.mod
+    assert proxy.service.settle(10)
+    assert storage.stat(B_MOD.lstrip("/")) is None
+    monkeypatch.undo()
+    assert get(proxy, B_MOD)[2] == b.mod  # fetched again, and kept this time
+    assert proxy.service.settle(10)
+    assert storage.stat(B_MOD.lstrip("/")) is not None

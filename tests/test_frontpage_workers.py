@@ -52,6 +52,8 @@ def test_every_worker_shows_the_whole_server_and_a_restart_resets_none_of_it(
         for _ in range(3):
             assert get(port, f"/{m.path}/@v/v1.0.0.mod")[0] == 200
             made += 1
+            # A miss is answered while it is committed; a request before the commit would wait for it.
+            wait_for((tmp_path / "cache" / m.path / "@v/v1.0.0.mod").exists)
     failing: list[str] = []
     while len({w for path in failing for w in served(p, path)}) < 2:  # a failure logged by each worker
         path = f"/example.com/fail{len(failing)}/@v/list"

@@ -240,6 +240,7 @@ def test_front_page_tells_the_address_from_the_host_header(proxy: ProxyServer) -
 def test_status_json_reports_traffic_and_leaves_page_views_out(proxy: ProxyServer, upstream: Upstream) -> None:
     for _ in range(2):
         assert get(proxy, "/example.com/a/@v/v1.0.0.mod")[0] == 200
+        assert proxy.service.settle(10)  # the miss is committed: the next request is a hit
     get(proxy, "/")
     status_code, headers, body = get(proxy, "/status.json")
     assert status_code == 200

@@ -370,5 +370,6 @@ def test_graceful_stop_finishes_requests_in_flight(make_proxy: Callable[..., Pro
 def test_cache_files_are_0644(make_proxy: Callable[..., ProxyServer], upstream: Upstream, mod: Module) -> None:
     proxy = make_proxy([upstream.url])
     get(proxy, f"/{ESC}/@v/v1.0.0.mod")
+    assert proxy.service.settle(10)  # answered while it was committed
     st = os.stat(Path(proxy.config.cache_dir) / ESC / "@v/v1.0.0.mod")
     assert st.st_mode & 0o777 == 0o644

@@ -54,6 +54,7 @@ def test_a_module_set_fetched_through_one_replica_is_all_hits_on_the_others(
     (a, pa), (b, pb), (c, pc) = (replica(name, testproxy.url) for name in "abc")
     assert download(go, tmp_path, f"http://127.0.0.1:{pa}", "via-a") == direct
     assert misses(a) > 0
+    a.stop()  # once its last answers, given while they were committed, are in the bucket
     testproxy.stop()  # upstream sees nothing new: there is nothing left to see it
     assert download(go, tmp_path, f"http://127.0.0.1:{pb}", "via-b") == direct
     assert download(go, tmp_path, f"http://127.0.0.1:{pc}", "via-c") == direct
@@ -159,6 +160,8 @@ def test_a_store_outage_keeps_local_hits_answers_misses_503_and_recovers(
     for f in files:
         assert get(port, f)[0] == 200
     assert get(port, "/ready")[0] == 200
+    # The .info and .mod were answered while they were committed: the store has them before it stops.
+    wait_for(lambda: len(store.objects("outage")) == len(files))
     store.stop()
     for f in files:
         assert get(port, f)[0] == 200  # from the local tier

@@ -62,14 +62,15 @@ def build_access(config: Config, clock: Callable[[], float] = time.monotonic) ->
 def build(config: Config, clock: Clock = time.time, sleep: Sleep = time.sleep,
           progress: Progress | None = None, gosum: Mapping[tuple[str, str], Want] | None = None,
           metrics: Metrics | None = None, on_use: Callable[[str], None] | None = None,
-          control: Access | None = None) -> App:
+          control: Access | None = None, early_answers: bool = False) -> App:
     """Return every part of the proxy for config, wired; nothing is started.
 
     clock and sleep are injectable for tests; progress shows zip downloads (off when None).
     gosum, when given, are go.sum hashes every fetched zip and go.mod must also match (prefetch).
     metrics is where counts go (a worker's slot of the server's shared region; a private
     registry when None); on_use receives the uses of artifacts (the usage stores when None).
-    control holds the module rules the service obeys (config's rules when None).
+    control holds the module rules the service obeys (config's rules when None). early_answers
+    lets the service answer a fetched .info, .mod or checksum DB file while it is being committed.
     Raises StartupError when the cache directory cannot be made, or a shared store (bucket,
     Redis) cannot be reached or its client is not installed.
     """
@@ -92,7 +93,7 @@ def build(config: Config, clock: Clock = time.time, sleep: Sleep = time.sleep,
                             config.download_connections, config.max_concurrent_downloads)
     service = Service(config, storage, upstreams, flights, verifier, downloader, coordination.locks,
                       on_use or coordination.record, clock, sumdbs=sources,
-                      control=control or Access(rules=config.rules))
+                      control=control or Access(rules=config.rules), early_answers=early_answers)
     readiness = Readiness(coordination.checks, service.health)
     return App(config, metrics, storage, local, upstreams.transport, upstreams, verifier, flights, downloader,
                coordination, service, readiness)
@@ -117,7 +118,7 @@ def build_server(config: Config, clock: Clock = time.time, sleep: Sleep = time.s
     """
     progress = progress or Progress("off")
     control = build_access(config, clock)
-    app = build(config, clock, sleep, progress, metrics=metrics, on_use=on_use, control=control)
+    app = build(config, clock, sleep, progress, metrics=metrics, on_use=on_use, control=control, early_answers=True)
     status, history, ring = build_status(config, app, progress, clock)
     background: list[Background] = [history, LogCapture(ring)]
     if listener is None:
