@@ -79,9 +79,17 @@ def module_set(go: str, upstream: str, work: Path, goroot: Path) -> list[str]:
     return good
 
 
+# The go command's module cache goes to memory where it can: extracting 186 modules to this
+# machine's disk took anywhere from 0.25 s to 0.8 s a run (writeback), more than the proxy's share.
+CLIENT_ROOT = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else None
+
+
 def timed_download(go: str, work: Path, goproxy: str, mods: list[str], tag: str) -> float:
-    env = go_env(work, goproxy, modcache=f"modcache-{tag}")
-    shutil.rmtree(work / f"modcache-{tag}", ignore_errors=True)
+    modcache = (CLIENT_ROOT / f"{work.name}-modcache-{tag}") if CLIENT_ROOT else work / f"modcache-{tag}"
+    if modcache.exists():
+        subprocess.run(["chmod", "-R", "u+w", str(modcache)], check=False)
+    shutil.rmtree(modcache, ignore_errors=True)
+    env = go_env(work, goproxy, modcache=str(modcache))
     os.sync()  # the last run's files are written out now, not during this one
     started = time.perf_counter()
     proc = subprocess.run([go, "mod", "download", *mods], env=env, cwd=work, capture_output=True, text=True,
@@ -89,7 +97,6 @@ def timed_download(go: str, work: Path, goproxy: str, mods: list[str], tag: str)
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
         sys.exit(f"bench: go mod download via {goproxy} failed:\n{proc.stderr[-2000:]}")
-    subprocess.run(["chmod", "-R", "u+w", str(work / f"modcache-{tag}")], check=False)
     return elapsed
 
 
@@ -369,6 +376,9 @@ def main() -> int:
         if nginx:
             nginx.stop()
         upstream.stop()
+        for modcache in CLIENT_ROOT.glob(f"{work.name}-modcache-*") if CLIENT_ROOT else ():
+            subprocess.run(["chmod", "-R", "u+w", str(modcache)], check=False)
+            shutil.rmtree(modcache, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
 
     table = ["| figure | goproxy | reference | ratio | goal | met |", "|---|---|---|---|---|---|"]
