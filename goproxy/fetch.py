@@ -160,6 +160,8 @@ class Fetcher:
             except BaseException as exc:  # handed to whoever waits on the future
                 if not done.done():
                     done.set_exception(exc)
+                elif not isinstance(exc, ProxyError):  # its client has the answer; the fetch logs ProxyErrors
+                    log.exception("keeping %s failed after its answer was given", key)
                 return
             if not done.done():
                 done.set_result(result)

@@ -160,3 +160,18 @@ def test_a_fetch_that_cannot_be_kept_still_answers_its_client(
     assert get(proxy, B_MOD)[2] == b.mod  # fetched again, and kept this time
     assert proxy.service.settle(10)
     assert storage.stat(B_MOD.lstrip("/")) is not None
+
+
+def test_an_unexpected_failure_to_keep_an_answer_already_given_is_logged(
+        make_proxy: Callable[..., ProxyServer], upstream: Upstream, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    b = upstream.add(generate("example.com/b", "v1.0.0"))
+    proxy = make_proxy([upstream.url])
+
+    def broken(k: str, data: bytes, mtime: float | None = None, fence: Any = None) -> None:
+        raise RuntimeError("storage bug")
+
+    monkeypatch.setattr(proxy.service.storage, "write", broken)
+    assert get(proxy, B_MOD)[2] == b.mod
+    assert proxy.service.settle(10)
+    wait_for(lambda: any("keeping example.com/b/@v/v1.0.0.mod failed" in r.getMessage() for r in caplog.records))
