@@ -15,6 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from .singleflight import SingleFlight
 
@@ -244,17 +245,13 @@ class Credentials:
         None for a missing or malformed value, an unknown name or a wrong secret. An unknown
         name costs the same PBKDF2 work as a known one; a remembered success costs one keyed hash.
         """
-        good = self._good_header(authorization)
-        if good is not None:
-            return good
+        known = self.remembered(authorization)
+        if known is not False:
+            return known  # a remembered success, or a value refused without hashing
         parsed = parse_authorization(authorization)
-        if parsed is None:
-            return None
+        assert parsed is not None  # remembered() said None for a malformed value
         name, secret = parsed
         mac = self._mac(name, secret)
-        known = self._verified.get(name)
-        if known is not None and hmac.compare_digest(known, mac):
-            return self._remember_header(authorization, name)
         with self._lock:
             if mac in self._failed:
                 self._failed.move_to_end(mac)
@@ -263,7 +260,7 @@ class Credentials:
         ok, _ = self._flights.do(mac.hex(), lambda: self._verify(name, secret, mac))
         return self._remember_header(authorization, name) if ok else None
 
-    def remembered(self, authorization: str | None) -> str | bool | None:
+    def remembered(self, authorization: str | None) -> str | Literal[False] | None:
         """Answer at once what check() would, or False when only PBKDF2 could tell.
 
         Returns the name for a remembered success, None for a missing or malformed value (which
