@@ -144,14 +144,9 @@ class DiskStorage(Storage):
         appears under key. Raises StorageError when the disk refuses.
         """
         tmp = f"{self.path(key)}.{secrets.token_hex(4)}.part"
-        f = self.create(key, tmp)
         try:
-            try:
+            with self.filled(key, tmp) as f:
                 yield f
-                f.flush()
-                os.fsync(f.fileno())
-            finally:
-                f.close()
             self.commit(tmp, key, mtime, fence)
         except BaseException as exc:
             with contextlib.suppress(OSError):
@@ -163,6 +158,17 @@ class DiskStorage(Storage):
     def staging(self, key: str) -> str:
         """Return key's own path: its partial files live beside it."""
         return self.path(key)
+
+    @contextlib.contextmanager
+    def filled(self, key: str, path: str) -> Iterator[BinaryIO]:
+        """Yield path, a new file beside key (create()); flush and fsync it on a clean exit, close it either way."""
+        f = self.create(key, path)
+        try:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        finally:
+            f.close()
 
     def create(self, key: str, path: str) -> BinaryIO:
         """Open path, a file beside key, for writing, making its directory; raise StorageError.

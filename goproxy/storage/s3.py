@@ -155,14 +155,9 @@ class S3Storage(Storage):
     def writer(self, key: str, mtime: float | None = None, fence: Fence | None = None) -> Iterator[BinaryIO]:
         """Yield a local temp file; on a clean exit upload it (replacing key), then keep it locally."""
         tmp = f"{self.local.staging(key)}.{secrets.token_hex(4)}.part"
-        f = self.local.create(key, tmp)
         try:
-            try:
+            with self.local.filled(key, tmp) as f:
                 yield f
-                f.flush()
-                os.fsync(f.fileno())
-            finally:
-                f.close()
             stamp = self._upload(tmp, key, mtime, fence, exclusive=False)
             assert stamp is not None  # only an exclusive upload finds the key taken
             self._keep_local(tmp, key, stamp)
