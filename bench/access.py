@@ -10,13 +10,13 @@ import os
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import Result, Wrk, best_alternating, run_alone  # noqa: E402
 from goproxy.auth import hash_secret  # noqa: E402
 from tests.support import certs as test_certs  # noqa: E402
 from tests.support.proc import Proc  # noqa: E402
@@ -25,11 +25,6 @@ from tests.support.upstream import Module, Upstream, generate  # noqa: E402
 SMALL = 20  # modules whose .info/.mod make the hit mix
 CONNECTIONS = 16
 SECRET = "bench-secret"
-
-# (what, ours, theirs, ratio, goal, met)
-Result = tuple[str, str, str, float, str, bool]
-Figures = tuple[float, float, float, float]  # wrk's requests/s, bytes/s, p50 ms, p99 ms
-Wrk = Callable[..., Figures]
 
 
 def rules(count: int = 20) -> list[dict[str, object]]:
@@ -59,16 +54,6 @@ def _script(work: Path, name: str, mods: list[Module], authorization: str = "") 
     script.write_text(header + "local paths = {" + ",".join(json.dumps(x) for x in paths) + "}\nlocal i = 0\n"
                       "request = function()\n  i = i % #paths + 1\n  return wrk.format('GET', paths[i])\nend\n")
     return script
-
-
-def _best(ours: Callable[[], Figures], theirs: Callable[[], Figures], rounds: int = 5) -> tuple[Figures, Figures]:
-    """Run the two measurements alternately rounds times; return the best requests/s of each (short
-    alternating runs, so a burst of load from elsewhere on the machine hits both sides alike)."""
-    a, b = [], []
-    for _ in range(rounds):
-        a.append(ours())
-        b.append(theirs())
-    return max(a, key=lambda r: r[0]), max(b, key=lambda r: r[0])
 
 
 def per_hit_cost(authorization: str, rounds: int = 200_000) -> float:
@@ -114,13 +99,13 @@ def measure(work: Path, wrk: Wrk) -> list[Result]:
         auth_script = _script(work, "access-auth", mods, authorization)
         wrk(guarded_url, CONNECTIONS, seconds=2, script=auth_script)  # every worker verifies the secret once
         rows: list[Result] = []
-        ours, theirs = _best(lambda: wrk(guarded_url, CONNECTIONS, seconds=3, script=auth_script),
-                             lambda: wrk(plain_url, CONNECTIONS, seconds=3, script=open_script))
+        ours, theirs = best_alternating(lambda: wrk(guarded_url, CONNECTIONS, seconds=3, script=auth_script),
+                                        lambda: wrk(plain_url, CONNECTIONS, seconds=3, script=open_script), 5)
         ratio = ours[0] / theirs[0]
         rows.append((f".info/.mod hits with -auth-file and {len(rules())} module rules, {CONNECTIONS} connections "
                      "(req/s) vs neither", f"{ours[0]:.0f}", f"{theirs[0]:.0f}", ratio, "≥ 0.9×", ratio >= 0.9))
-        ours, theirs = _best(lambda: wrk(tls_url, CONNECTIONS, seconds=3, script=open_script),
-                             lambda: wrk(plain_url, CONNECTIONS, seconds=3, script=open_script))
+        ours, theirs = best_alternating(lambda: wrk(tls_url, CONNECTIONS, seconds=3, script=open_script),
+                                        lambda: wrk(plain_url, CONNECTIONS, seconds=3, script=open_script), 5)
         ratio = ours[0] / theirs[0]
         rows.append((f".info/.mod hits over TLS, {CONNECTIONS} keep-alive connections (req/s) vs plain http",
                      f"{ours[0]:.0f}", f"{theirs[0]:.0f}", ratio, "report", True))
@@ -136,20 +121,7 @@ def measure(work: Path, wrk: Wrk) -> list[Result]:
 
 
 def main() -> int:
-    import shutil
-    import tempfile
-
-    from bench.run import wrk
-
-    work = Path(tempfile.mkdtemp(prefix="goproxy-bench-access-"))
-    try:
-        rows = measure(work, wrk)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    print("| figure | goproxy | reference | ratio | goal | met |\n|---|---|---|---|---|---|")
-    for what, ours, theirs, ratio, goal, ok in rows:
-        print(f"| {what} | {ours} | {theirs} | {ratio:.2f}× | {goal} | {'yes' if ok else 'NO'} |")
-    return 0
+    return run_alone("access", measure)
 
 
 if __name__ == "__main__":

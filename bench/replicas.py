@@ -9,13 +9,13 @@ import os
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import Result, Wrk, best_alternating, run_alone  # noqa: E402
 from tests.support.proc import Proc  # noqa: E402
 from tests.support.seaweed import Seaweed, s3_env, weed_binary  # noqa: E402
 from tests.support.upstream import Module, Upstream, generate  # noqa: E402
@@ -23,10 +23,6 @@ from tests.support.upstream import Module, Upstream, generate  # noqa: E402
 BUCKET = "bench"
 SMALL = 20  # modules whose .info/.mod make the small-hit mix
 ZIPS, ZIP_SIZE = 8, 20 << 20  # zips read from the bucket
-
-# (what, ours, theirs, ratio, goal, met)
-Result = tuple[str, str, str, float, str, bool]
-Wrk = Callable[..., tuple[float, float, float, float]]
 
 
 def _start(args: list[str], env: dict[str, str]) -> tuple[Proc, str]:
@@ -49,19 +45,6 @@ def _paths_script(work: Path, mods: list[Module]) -> Path:
     script.write_text("local paths = {" + ",".join(json.dumps(x) for x in paths) + "}\nlocal i = 0\n"
                       "request = function()\n  i = i % #paths + 1\n  return wrk.format('GET', paths[i])\nend\n")
     return script
-
-
-Figures = tuple[float, float, float, float]  # wrk's requests/s, bytes/s, p50 ms, p99 ms
-
-
-def _best(ours: Callable[[], Figures], theirs: Callable[[], Figures], key: int = 0,
-          rounds: int = 3) -> tuple[Figures, Figures]:
-    """Run the two wrk measurements alternately rounds times; return the best of each (by field key)."""
-    a, b = [], []
-    for _ in range(rounds):
-        a.append(ours())
-        b.append(theirs())
-    return max(a, key=lambda r: r[key]), max(b, key=lambda r: r[key])
 
 
 def measure(work: Path, wrk: Wrk) -> list[Result]:
@@ -87,13 +70,14 @@ def measure(work: Path, wrk: Wrk) -> list[Result]:
                     _get(f"{url}/{m.path}/@v/{m.version}.{ext}")
         script = _paths_script(work, small)
         rows: list[Result] = []
-        ours, theirs = _best(lambda: wrk(replica_url, 16, script=script), lambda: wrk(disk_url, 16, script=script))
+        ours, theirs = best_alternating(lambda: wrk(replica_url, 16, script=script),
+                                        lambda: wrk(disk_url, 16, script=script), 3)
         ratio = ours[0] / theirs[0]
         rows.append((".info/.mod hits from a replica's local tier, 16 connections (req/s) vs the disk-only proxy",
                      f"{ours[0]:.0f}", f"{theirs[0]:.0f}", ratio, "≥ 0.9×", ratio >= 0.9))
         zip_path = f"/{big[0].path}/@v/v1.0.0.zip"
-        ours, theirs = _best(lambda: wrk(replica_url + zip_path, 4, seconds=4),
-                             lambda: wrk(disk_url + zip_path, 4, seconds=4), key=1)
+        ours, theirs = best_alternating(lambda: wrk(replica_url + zip_path, 4, seconds=4),
+                                        lambda: wrk(disk_url + zip_path, 4, seconds=4), 3, key=1)
         ratio = ours[1] / theirs[1]
         rows.append((f"{ZIP_SIZE >> 20} MB zip hits from a replica's local tier, 4 connections (MB/s) vs the "
                      "disk-only proxy", f"{ours[1] / 2**20:.0f}", f"{theirs[1] / 2**20:.0f}", ratio, "≥ 0.9×",
@@ -122,20 +106,7 @@ def measure(work: Path, wrk: Wrk) -> list[Result]:
 
 
 def main() -> int:
-    import shutil
-    import tempfile
-
-    from bench.run import wrk
-
-    work = Path(tempfile.mkdtemp(prefix="goproxy-bench-replicas-"))
-    try:
-        rows = measure(work, wrk)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    print("| figure | goproxy | reference | ratio | goal | met |\n|---|---|---|---|---|---|")
-    for what, ours, theirs, ratio, goal, ok in rows:
-        print(f"| {what} | {ours} | {theirs} | {ratio:.2f}× | {goal} | {'yes' if ok else 'NO'} |")
-    return 0
+    return run_alone("replicas", measure)
 
 
 if __name__ == "__main__":
