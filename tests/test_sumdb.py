@@ -6,10 +6,9 @@ import base64
 import hashlib
 import http.client
 import logging
-import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from goproxy.errors import ConfigError
 from goproxy.server import ProxyServer
 from goproxy.sumdb.db import GoSumDB, parse_gosumdb
 from tests.support.gotestproxy import SUMDB_KEY, SUMDB_NAME, GoTestProxy, go_env, run_go
-from tests.support.helpers import get
+from tests.support.helpers import get, local_http, stop_http
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -50,14 +49,11 @@ class Tamper:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+        self.server = local_http(H)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        stop_http(self.server)
 
 
 @pytest.fixture

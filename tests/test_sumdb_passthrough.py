@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import http.client
-import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from goproxy.sumdb.db import parse_gosumdb
 from goproxy.upstream import Upstream as UpstreamURL
 from goproxy.upstream import Upstreams
 from tests.support.gotestproxy import SUMDB_KEY, SUMDB_NAME, GoTestProxy, go_env, run_go
-from tests.support.helpers import FakeClock, Sleeps, get
+from tests.support.helpers import FakeClock, Sleeps, get, local_http, stop_http
 from tests.support.upstream import Upstream
 
 pytestmark = pytest.mark.timeout(300)
@@ -57,14 +56,11 @@ class NoSumdb:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+        self.server = local_http(H)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        stop_http(self.server)
 
 
 @pytest.fixture

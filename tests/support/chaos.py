@@ -9,8 +9,10 @@ import struct
 import threading
 import urllib.parse
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.support.helpers import local_http, stop_http
 
 FAULTS = ("500", "502", "429", "reset", "truncate", "stall")
 
@@ -42,9 +44,7 @@ class Chaos:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+        self.server = local_http(H)
 
     @property
     def url(self) -> str:
@@ -106,5 +106,4 @@ class Chaos:
 
     def close(self) -> None:
         self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        stop_http(self.server)

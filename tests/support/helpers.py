@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -81,6 +82,27 @@ def background_job(server: HasBackground, kind: type[J]) -> J:
     found = [job for job in server.background if isinstance(job, kind)]
     assert len(found) == 1, f"{len(found)} background jobs of {kind.__name__}"
     return found[0]
+
+
+S = TypeVar("S", bound=ThreadingHTTPServer)
+
+
+def serve_in_thread(server: S) -> S:
+    """Serve server from a daemon thread (a daemon thread per request too); return it. stop_http stops it."""
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    return server
+
+
+def local_http(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+    """Return a server of handler on a free port of 127.0.0.1, serving from a daemon thread."""
+    return serve_in_thread(ThreadingHTTPServer(("127.0.0.1", 0), handler))
+
+
+def stop_http(server: ThreadingHTTPServer) -> None:
+    """Stop a server serve_in_thread started and close its socket."""
+    server.shutdown()
+    server.server_close()
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 10.0, interval: float = 0.005) -> None:

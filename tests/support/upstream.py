@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from goproxy.modpath import escape_path, escape_version
+from tests.support.helpers import local_http, serve_in_thread, stop_http
 
 
 def make_zip(module: str, version: str, files: dict[str, bytes]) -> bytes:
@@ -115,14 +116,12 @@ class Upstream:
         self.sni: list[str | None] = []
         self.scheme = "https" if tls else "http"
         if tls is None:
-            self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+            self.server = local_http(H)
         else:
             tls.sni_callback = lambda _sock, name, _ctx: self.sni.append(name)
-            self.server = TLSServer(("127.0.0.1", 0), H)
-            self.server.tls = tls
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
+            server = TLSServer(("127.0.0.1", 0), H)
+            server.tls = tls
+            self.server = serve_in_thread(server)
 
     @property
     def url(self) -> str:
@@ -238,5 +237,4 @@ class Upstream:
         """close stops the server."""
         if self.gate is not None:
             self.gate.set()
-        self.server.shutdown()
-        self.server.server_close()
+        stop_http(self.server)
