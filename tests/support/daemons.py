@@ -93,21 +93,26 @@ class Daemon:
             return ""
 
     def stop(self) -> None:
-        """stop ends the daemon's process group: TERM, a grace period, then KILL for anything
-        left (dante's children can outlive their parent); reaps the leader."""
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(5)
+        """stop ends the daemon's process group (stop_group)."""
+        stop_group(self.proc, 5)
+
+
+def stop_group(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """Stop the process group proc leads: TERM, up to grace seconds for the leader, then KILL for
+    anything left (dante's children can outlive their parent); reap the leader."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(10)
 
 
 def dante(directory: Path, auth: bool = False) -> tuple[Daemon, int]:

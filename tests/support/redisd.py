@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-from tests.support.daemons import free_port
+from tests.support.daemons import free_port, stop_group
 
 
 class RedisServer:
@@ -43,13 +41,4 @@ class RedisServer:
 
     def stop(self) -> None:
         """Stop the server: SIGTERM, then SIGKILL after a short grace period."""
-        for sig, grace in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 10.0)):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(grace)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        stop_group(self.proc, 2.0)

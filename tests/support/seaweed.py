@@ -7,13 +7,14 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from tests.support.daemons import stop_group
 
 ACCESS_KEY, SECRET_KEY = "AKIDTEST", "secretTEST"
 # Each of master, volume, filer and the S3 gateway also serves gRPC on its port + GRPC_OFFSET.
@@ -109,16 +110,7 @@ class Seaweed:
         """Stop the server: SIGTERM, then SIGKILL if it is still there after a second."""
         if self.proc is None:
             return
-        for sig, grace in ((signal.SIGTERM, 1.0), (signal.SIGKILL, 10.0)):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(grace)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        stop_group(self.proc, 1.0)
         self.proc = None
 
     def client(self) -> Any:
